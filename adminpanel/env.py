@@ -1,0 +1,107 @@
+"""Read settings from environment variables; fail loudly, naming the variable.
+
+Every variable Runboard reads goes through one of these helpers, so a typo in
+a deployment stops the process at start with a message that says which
+variable and what it should look like, instead of running on a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+
+class SettingError(ValueError):
+    """A bad value in an environment variable."""
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r}: expected a whole number") from None
+    if minimum is not None and value < minimum:
+        raise SettingError(f"{name}={raw!r}: must be at least {minimum}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r}: expected a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SettingError(f"{name}={raw!r}: expected a finite number")
+    if minimum is not None and value < minimum:
+        raise SettingError(f"{name}={raw!r}: must be at least {minimum}")
+    return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name) or default
+    if value not in choices:
+        raise SettingError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+    value = os.environ.get(name) or default
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise SettingError(
+            f"{name}={value!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
+        )
+    return value
+
+
+def env_phase_seconds(name: str, phases: tuple[str, ...]) -> dict[str, float]:
+    """``queued=30,running=300`` → ``{"queued": 30.0, "running": 300.0}``."""
+    raw = os.environ.get(name, "").strip()
+    result: dict[str, float] = {}
+    if not raw:
+        return result
+    for part in raw.split(","):
+        phase, sep, seconds = part.strip().partition("=")
+        if not sep or phase not in phases:
+            raise SettingError(
+                f"{name}={raw!r}: expected phase=seconds pairs, phase one of {', '.join(phases)}"
+            )
+        try:
+            value = float(seconds)
+        except ValueError:
+            raise SettingError(f"{name}={raw!r}: {seconds!r} is not a number of seconds") from None
+        if value <= 0:
+            raise SettingError(f"{name}={raw!r}: seconds for {phase} must be positive")
+        result[phase] = value
+    return result

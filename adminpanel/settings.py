@@ -1,0 +1,229 @@
+"""Django settings for Runboard. Every knob is an environment variable (README table).
+
+Defaults make a fresh checkout run: SQLite in WAL mode under ``var/``, the
+in-memory channel layer, the simulated gateway. ``DEBUG`` only when asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+
+from adminpanel.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_phase_seconds,
+    env_str,
+    env_url,
+)
+from gateway_bridge.events import PHASES
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("RUNBOARD_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("RUNBOARD_DEBUG", False)
+# A fixed development key only ever applies to loopback demo use; a deployment
+# sets RUNBOARD_SECRET_KEY (checked by `manage.py check --deploy`).
+SECRET_KEY = env_str("RUNBOARD_SECRET_KEY", "runboard-insecure-demo-key-change-me-in-production")
+ALLOWED_HOSTS = env_list("RUNBOARD_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("RUNBOARD_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "django_structlog",
+    "adminpanel",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "django_structlog.middlewares.RequestMiddleware",
+]
+
+ROOT_URLCONF = "adminpanel.urls"
+ASGI_APPLICATION = "adminpanel.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_url(
+    "RUNBOARD_DATABASE_URL", "", schemes=("sqlite", "postgres", "postgresql")
+)
+
+
+def _database(url: str) -> dict[str, object]:
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "runboard.sqlite3",
+            # WAL lets the web server read while the bridge writes.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parts.path)}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/"),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "CONN_MAX_AGE": 60,
+    }
+
+
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_url("RUNBOARD_REDIS_URL", "", schemes=("redis", "rediss"))
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("RUNBOARD_TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+# --- Gateways and the bridge -------------------------------------------------
+
+# The default gateway. Empty: the demo starts the simulated gateways instead.
+RUNBOARD_GATEWAY_URL = env_url("RUNBOARD_GATEWAY_URL", "", schemes=("ws", "wss"))
+RUNBOARD_GATEWAY_TOKEN = env_str("RUNBOARD_GATEWAY_TOKEN", "")
+RUNBOARD_GATEWAY_NAME = env_str("RUNBOARD_GATEWAY_NAME", "default")
+RUNBOARD_CALL_TIMEOUT_S = env_float("RUNBOARD_CALL_TIMEOUT_S", 5.0, minimum=0.1)
+RUNBOARD_CONNECT_TIMEOUT_S = env_float("RUNBOARD_CONNECT_TIMEOUT_S", 10.0, minimum=0.1)
+RUNBOARD_BACKOFF_MAX_S = env_float("RUNBOARD_BACKOFF_MAX_S", 30.0, minimum=0.1)
+# Events held back waiting for a missing sequence number before the store
+# gives up on the gap and asks the bridge for a snapshot.
+RUNBOARD_REORDER_WINDOW = env_int("RUNBOARD_REORDER_WINDOW", 256, minimum=1)
+RUNBOARD_REORDER_WAIT_S = env_float("RUNBOARD_REORDER_WAIT_S", 2.0, minimum=0.0)
+RUNBOARD_DETECT_TICK_S = env_float("RUNBOARD_DETECT_TICK_S", 0.5, minimum=0.05)
+
+# --- Flag thresholds (adminpanel.detect) -------------------------------------
+
+RUNBOARD_STUCK_AFTER_S = env_float("RUNBOARD_STUCK_AFTER_S", 120.0, minimum=0.1)
+RUNBOARD_STUCK_AFTER_BY_PHASE = env_phase_seconds("RUNBOARD_STUCK_AFTER_BY_PHASE", PHASES)
+RUNBOARD_TERMINAL_HELD_AFTER_S = env_float("RUNBOARD_TERMINAL_HELD_AFTER_S", 5.0, minimum=0.0)
+RUNBOARD_WAITER_UNBOUNDED_AFTER_S = env_float("RUNBOARD_WAITER_UNBOUNDED_AFTER_S", 30.0, minimum=0.0)
+RUNBOARD_SKIP_BURST_COUNT = env_int("RUNBOARD_SKIP_BURST_COUNT", 3, minimum=1)
+RUNBOARD_SKIP_BURST_WINDOW_S = env_float("RUNBOARD_SKIP_BURST_WINDOW_S", 60.0, minimum=1.0)
+RUNBOARD_ALTERNATING_MIN_FAILURES = env_int("RUNBOARD_ALTERNATING_MIN_FAILURES", 2, minimum=1)
+RUNBOARD_ALTERNATING_WINDOW_S = env_float("RUNBOARD_ALTERNATING_WINDOW_S", 300.0, minimum=1.0)
+RUNBOARD_STORE_MISMATCH_AFTER_S = env_float("RUNBOARD_STORE_MISMATCH_AFTER_S", 10.0, minimum=0.0)
+
+# --- Demo ---------------------------------------------------------------------
+
+RUNBOARD_DEMO_SEED = env_int("RUNBOARD_DEMO_SEED", 7)
+RUNBOARD_DEMO_PORT = env_int("RUNBOARD_DEMO_PORT", 8000, minimum=1)
+RUNBOARD_SIM_BASE_PORT = env_int("RUNBOARD_SIM_BASE_PORT", 18789, minimum=1)
+
+# --- Logging (structlog, configured once) -------------------------------------
+
+RUNBOARD_LOG_LEVEL = env_choice(
+    "RUNBOARD_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
+)
+RUNBOARD_LOG_FORMAT = env_choice("RUNBOARD_LOG_FORMAT", "console", ("console", "json"))
+
+_renderer: structlog.types.Processor = (
+    structlog.processors.JSONRenderer()
+    if RUNBOARD_LOG_FORMAT == "json"
+    else structlog.dev.ConsoleRenderer(colors=False)
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {
+            "()": structlog.stdlib.ProcessorFormatter,
+            "processor": _renderer,
+            "foreign_pre_chain": [
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso"),
+            ],
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured"},
+    },
+    "root": {"handlers": ["console"], "level": RUNBOARD_LOG_LEVEL},
+    "loggers": {
+        "django.request": {"level": "WARNING"},
+        "django_structlog": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "websockets": {"level": "WARNING"},
+    },
+}
+
+structlog.configure(
+    processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.filter_by_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    cache_logger_on_first_use=True,
+)
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
