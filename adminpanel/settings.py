@@ -29,7 +29,9 @@ DEBUG = env_bool("RUNBOARD_DEBUG", False)
 # A fixed development key only ever applies to loopback demo use; a deployment
 # sets RUNBOARD_SECRET_KEY (checked by `manage.py check --deploy`).
 SECRET_KEY = env_str("RUNBOARD_SECRET_KEY", "runboard-insecure-demo-key-change-me-in-production")
-ALLOWED_HOSTS = env_list("RUNBOARD_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+ALLOWED_HOSTS = env_list(
+    "RUNBOARD_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"]
+)
 CSRF_TRUSTED_ORIGINS = env_list("RUNBOARD_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -76,9 +78,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_url(
-    "RUNBOARD_DATABASE_URL", "", schemes=("sqlite", "postgres", "postgresql")
-)
+DATABASE_URL = env_url("RUNBOARD_DATABASE_URL", "", schemes=("sqlite", "postgres", "postgresql"))
 
 
 def _database(url: str) -> dict[str, object]:
@@ -159,7 +159,9 @@ RUNBOARD_DETECT_TICK_S = env_float("RUNBOARD_DETECT_TICK_S", 0.5, minimum=0.05)
 RUNBOARD_STUCK_AFTER_S = env_float("RUNBOARD_STUCK_AFTER_S", 120.0, minimum=0.1)
 RUNBOARD_STUCK_AFTER_BY_PHASE = env_phase_seconds("RUNBOARD_STUCK_AFTER_BY_PHASE", PHASES)
 RUNBOARD_TERMINAL_HELD_AFTER_S = env_float("RUNBOARD_TERMINAL_HELD_AFTER_S", 5.0, minimum=0.0)
-RUNBOARD_WAITER_UNBOUNDED_AFTER_S = env_float("RUNBOARD_WAITER_UNBOUNDED_AFTER_S", 30.0, minimum=0.0)
+RUNBOARD_WAITER_UNBOUNDED_AFTER_S = env_float(
+    "RUNBOARD_WAITER_UNBOUNDED_AFTER_S", 30.0, minimum=0.0
+)
 RUNBOARD_SKIP_BURST_COUNT = env_int("RUNBOARD_SKIP_BURST_COUNT", 3, minimum=1)
 RUNBOARD_SKIP_BURST_WINDOW_S = env_float("RUNBOARD_SKIP_BURST_WINDOW_S", 60.0, minimum=1.0)
 RUNBOARD_ALTERNATING_MIN_FAILURES = env_int("RUNBOARD_ALTERNATING_MIN_FAILURES", 2, minimum=1)
@@ -174,9 +176,7 @@ RUNBOARD_SIM_BASE_PORT = env_int("RUNBOARD_SIM_BASE_PORT", 18789, minimum=1)
 
 # --- Logging (structlog, configured once) -------------------------------------
 
-RUNBOARD_LOG_LEVEL = env_choice(
-    "RUNBOARD_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
-)
+RUNBOARD_LOG_LEVEL = env_choice("RUNBOARD_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 RUNBOARD_LOG_FORMAT = env_choice("RUNBOARD_LOG_FORMAT", "console", ("console", "json"))
 
 _renderer: structlog.types.Processor = (

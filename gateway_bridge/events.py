@@ -45,7 +45,13 @@ RUN_RESULTS: tuple[str, ...] = ("completed", "failed", "aborted")
 # How a lock went away. ``restart`` is inferred by the store when a gateway
 # comes back with a new boot id while it still held the lock.
 ReleaseHow = Literal["normal", "forced_settle", "stale_takeover", "force_clear", "restart"]
-RELEASE_HOWS: tuple[str, ...] = ("normal", "forced_settle", "stale_takeover", "force_clear", "restart")
+RELEASE_HOWS: tuple[str, ...] = (
+    "normal",
+    "forced_settle",
+    "stale_takeover",
+    "force_clear",
+    "restart",
+)
 
 TurnKind = Literal["visible", "heartbeat", "queued_followup", "control_abort"]
 TURN_KINDS: tuple[str, ...] = ("visible", "heartbeat", "queued_followup", "control_abort")

@@ -134,9 +134,7 @@ def encode_request(id: str, method: str, params: dict[str, Any]) -> str:
     return json.dumps({"type": "req", "id": id, "method": method, "params": params})
 
 
-def encode_response(
-    id: str, payload: Any = None, *, error: dict[str, Any] | None = None
-) -> str:
+def encode_response(id: str, payload: Any = None, *, error: dict[str, Any] | None = None) -> str:
     if error is not None:
         return json.dumps({"type": "res", "id": id, "ok": False, "error": error})
     return json.dumps({"type": "res", "id": id, "ok": True, "payload": payload})
