@@ -1,0 +1,68 @@
+"""Settings come from the environment; a bad value stops the process and names the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adminpanel.env import SettingError, env_bool, env_float, env_phase_seconds, env_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_number_setting_rejects_text_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOARD_STUCK_AFTER_S", "soon")
+    with pytest.raises(SettingError, match="RUNBOARD_STUCK_AFTER_S='soon': expected a number"):
+        env_float("RUNBOARD_STUCK_AFTER_S", 120.0)
+
+
+def test_a_number_setting_below_its_minimum_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOARD_CALL_TIMEOUT_S", "0")
+    with pytest.raises(SettingError, match=r"at least 0\.1"):
+        env_float("RUNBOARD_CALL_TIMEOUT_S", 5.0, minimum=0.1)
+
+
+def test_a_boolean_setting_accepts_the_usual_spellings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOARD_DEBUG", "yes")
+    assert env_bool("RUNBOARD_DEBUG", False) is True
+    monkeypatch.setenv("RUNBOARD_DEBUG", "maybe")
+    with pytest.raises(SettingError, match="RUNBOARD_DEBUG"):
+        env_bool("RUNBOARD_DEBUG", False)
+
+
+def test_a_gateway_url_must_be_a_websocket_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOARD_GATEWAY_URL", "http://127.0.0.1:18789")
+    with pytest.raises(SettingError, match="ws:// or wss://"):
+        env_url("RUNBOARD_GATEWAY_URL", "", schemes=("ws", "wss"))
+
+
+def test_per_phase_thresholds_parse_and_reject_unknown_phases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RUNBOARD_STUCK_AFTER_BY_PHASE", "queued=30, running=300")
+    assert env_phase_seconds("RUNBOARD_STUCK_AFTER_BY_PHASE", ("queued", "running")) == {
+        "queued": 30.0,
+        "running": 300.0,
+    }
+    monkeypatch.setenv("RUNBOARD_STUCK_AFTER_BY_PHASE", "thinking=30")
+    with pytest.raises(SettingError, match="phase one of"):
+        env_phase_seconds("RUNBOARD_STUCK_AFTER_BY_PHASE", ("queued", "running"))
+
+
+def test_manage_py_stops_at_start_on_a_bad_setting_with_a_clear_message(tmp_path: Path) -> None:
+    env = {**os.environ, "RUNBOARD_STUCK_AFTER_S": "two minutes", "RUNBOARD_VAR_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "RUNBOARD_STUCK_AFTER_S='two minutes': expected a number" in result.stderr
+    assert "Traceback" not in result.stderr
