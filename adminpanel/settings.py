@@ -171,6 +171,7 @@ RUNBOARD_STORE_MISMATCH_AFTER_S = env_float("RUNBOARD_STORE_MISMATCH_AFTER_S", 1
 # --- Demo ---------------------------------------------------------------------
 
 RUNBOARD_DEMO_SEED = env_int("RUNBOARD_DEMO_SEED", 7)
+RUNBOARD_DEMO_PASSWORD = env_str("RUNBOARD_DEMO_PASSWORD", "runboard")
 RUNBOARD_DEMO_PORT = env_int("RUNBOARD_DEMO_PORT", 8000, minimum=1)
 RUNBOARD_SIM_BASE_PORT = env_int("RUNBOARD_SIM_BASE_PORT", 18789, minimum=1)
 

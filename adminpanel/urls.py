@@ -4,7 +4,12 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from adminpanel import views
+
 urlpatterns = [
+    path("", views.sessions, name="sessions"),
+    path("sessions/<int:pk>/", views.session_detail, name="session_detail"),
+    path("gateways/", views.gateways, name="gateways"),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

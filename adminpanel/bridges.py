@@ -1,0 +1,134 @@
+"""Runs one bridge per configured gateway and feeds what they receive to ingest.
+
+This is the seam between ``gateway_bridge`` (plain asyncio, no Django) and the
+store: bridges hand batches of normalized events to a sink, the sink applies
+them through the single ``Ingestor`` (all store writes on one thread, in
+order), and a clock tick re-runs the flag rules so a lock that just sits
+still is flagged on time. Used by ``manage.py runbridge`` and ``manage.py demo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from adminpanel.ingest import Ingestor
+from adminpanel.models import Gateway
+from gateway_bridge.bridge import Bridge, ConnectionState
+from gateway_bridge.errors import GatewayError
+from gateway_bridge.events import RegistryEvent
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayTarget:
+    name: str
+    url: str
+    token: str
+
+
+def configured_gateways() -> list[GatewayTarget]:
+    """The default gateway from the environment, plus every enabled row in the admin."""
+    if settings.RUNBOARD_GATEWAY_URL:
+        Gateway.objects.update_or_create(
+            name=settings.RUNBOARD_GATEWAY_NAME,
+            defaults={
+                "url": settings.RUNBOARD_GATEWAY_URL,
+                "token": settings.RUNBOARD_GATEWAY_TOKEN,
+                "enabled": True,
+            },
+        )
+    rows = Gateway.objects.filter(enabled=True).exclude(url="").order_by("name")
+    return [GatewayTarget(g.name, g.url, g.token) for g in rows]
+
+
+class BridgeSupervisor:
+    """Owns the bridges, the ingestor and the detect tick for one process."""
+
+    def __init__(self, targets: Sequence[GatewayTarget], *, ingestor: Ingestor | None = None) -> None:
+        self.ingestor = ingestor or Ingestor()
+        self.bridges = [self._bridge_for(t) for t in targets]
+        self._states: dict[str, ConnectionState] = {}
+        self._write = sync_to_async(self._apply, thread_sensitive=True)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _bridge_for(self, target: GatewayTarget) -> Bridge:
+        async def sink(events: Sequence[RegistryEvent]) -> bool:
+            return await self._write(events)
+
+        def on_state(state: ConnectionState) -> None:
+            self._states[target.name] = state
+
+        return Bridge(
+            gateway=target.name,
+            url=target.url,
+            token=target.token,
+            sink=sink,
+            on_state=on_state,
+            call_timeout_s=settings.RUNBOARD_CALL_TIMEOUT_S,
+            connect_timeout_s=settings.RUNBOARD_CONNECT_TIMEOUT_S,
+            backoff_max_s=settings.RUNBOARD_BACKOFF_MAX_S,
+        )
+
+    def bridge(self, gateway: str) -> Bridge:
+        for bridge in self.bridges:
+            if bridge.gateway == gateway:
+                return bridge
+        raise KeyError(f"no bridge for gateway {gateway!r}")
+
+    def _apply(self, events: Sequence[RegistryEvent]) -> bool:
+        result = self.ingestor.apply(events)
+        return result.needs_snapshot
+
+    def _tick(self) -> bool:
+        """Mirror connection states, re-run the rules; True when a gap is waiting for a snapshot."""
+        states, self._states = self._states, {}
+        for gateway, state in states.items():
+            self.ingestor.record_connection(gateway, state)
+        self.ingestor.tick()
+        # An empty apply checks held-back events against the reorder wait.
+        return self.ingestor.apply([]).needs_snapshot
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("bridges_started", gateways=[b.gateway for b in self.bridges])
+        self._tasks = [asyncio.create_task(b.run(), name=f"bridge:{b.gateway}") for b in self.bridges]
+        tick = sync_to_async(self._tick, thread_sensitive=True)
+        try:
+            while not stop.is_set():
+                if await tick():
+                    await self._resync_all()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settings.RUNBOARD_DETECT_TICK_S)
+        finally:
+            await self.stop()
+
+    async def _resync_all(self) -> None:
+        """A gap outlived the reorder wait: reconcile every connected gateway from a snapshot."""
+        for bridge in self.bridges:
+            try:
+                snapshot = await bridge.snapshot()
+            except GatewayError as exc:
+                log.warning("resync_failed", gateway=bridge.gateway, error=str(exc))
+                continue
+            await self._write([snapshot])
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(b.stop() for b in self.bridges), return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await sync_to_async(self._flush_states, thread_sensitive=True)()
+        log.info("bridges_stopped", gateways=[b.gateway for b in self.bridges])
+
+    def _flush_states(self) -> None:
+        states, self._states = self._states, {}
+        for gateway, state in states.items():
+            self.ingestor.record_connection(gateway, state)
