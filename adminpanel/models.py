@@ -1,0 +1,285 @@
+"""The durable store: what Runboard knows about each gateway's reply-run registry.
+
+Everything below ``Gateway``'s editable fields is *mirrored* state, written
+only by ``adminpanel.ingest`` (one writer per kind of state, DESIGN.md).
+Times are stored in UTC; ingest works on epoch seconds and converts at the edge.
+Audit rows (actions) arrive in a later issue and will sit next to ``Flag``.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+# Session key segments that are a peer kind or a reserved namespace, never a channel.
+_NOT_CHANNELS = frozenset({"main", "direct", "group", "channel", "heartbeat", "explicit", "thread"})
+
+
+def parse_session_key(session_key: str) -> tuple[str, str]:
+    """``agent:<agent>:<channel>:...`` → ``(agent, channel)``; blanks when the key has none."""
+    parts = session_key.split(":")
+    if len(parts) < 3 or parts[0] != "agent":
+        return "", ""
+    rest = parts[2:]
+    if len(rest) >= 2 and rest[0] not in _NOT_CHANNELS:
+        return parts[1], rest[0]
+    return parts[1], ""
+
+
+class Gateway(models.Model):
+    STATUSES = ("connecting", "connected", "disconnected", "stopped")
+    MODES = ("plugin", "observer", "unknown")
+
+    name = models.SlugField(max_length=64, unique=True)
+    url = models.CharField(max_length=500, blank=True)
+    token = models.CharField(max_length=500, blank=True)
+    enabled = models.BooleanField(default=True)
+
+    # Connection state, mirrored from the bridge by Ingestor.record_connection.
+    status = models.CharField(
+        max_length=16, default="disconnected", choices=[(s, s) for s in STATUSES]
+    )
+    mode = models.CharField(max_length=16, default="unknown", choices=[(m, m) for m in MODES])
+    version = models.CharField(max_length=64, blank=True)
+    profile = models.CharField(max_length=64, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    reconnects = models.PositiveIntegerField(default=0)
+    connected_since = models.DateTimeField(null=True, blank=True)
+
+    # Ingest's cursor: the last applied (boot_id, seq). Only ingest moves it.
+    boot_id = models.CharField(max_length=128, blank=True)
+    last_seq = models.BigIntegerField(default=0)
+    # Boots this gateway had before the current one: late events from them are stale.
+    past_boot_ids = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_connected(self) -> bool:
+        return self.status == "connected"
+
+
+class Session(models.Model):
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="sessions")
+    session_key = models.CharField(max_length=512)
+    agent = models.CharField(max_length=64, blank=True)
+    channel = models.CharField(max_length=64, blank=True)
+    session_id = models.CharField(max_length=128, blank=True)
+    store_status = models.CharField(max_length=16, blank=True)
+    store_status_at = models.DateTimeField(null=True, blank=True)
+
+    # The live lock, denormalized from Run so the sessions page is one query.
+    locked = models.BooleanField(default=False)
+    run_id = models.CharField(max_length=128, blank=True)
+    phase = models.CharField(max_length=40, blank=True)
+    result = models.CharField(max_length=16, blank=True)
+    result_code = models.CharField(max_length=64, blank=True)
+    lock_acquired_at = models.DateTimeField(null=True, blank=True)
+    last_progress_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    waiter_count = models.PositiveIntegerField(default=0)
+    flag_count = models.PositiveIntegerField(default=0)
+    worst_severity = models.CharField(max_length=16, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "session_key"], name="session_key_per_gateway"
+            )
+        ]
+        indexes = [
+            # Sessions page: locked first, oldest lock first.
+            models.Index(fields=["locked", "lock_acquired_at"], name="session_lock_age"),
+            # Stuck tab and tick: sessions with flags, worst first.
+            models.Index(fields=["flag_count", "worst_severity"], name="session_flagged"),
+        ]
+
+    def __str__(self) -> str:
+        return self.session_key
+
+    @property
+    def is_terminal_but_held(self) -> bool:
+        return self.locked and bool(self.result)
+
+
+class Run(models.Model):
+    RELEASE_HOWS = (
+        "normal",
+        "forced_settle",
+        "stale_takeover",
+        "force_clear",
+        "restart",
+        "reconciled",
+    )
+
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="runs")
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="runs")
+    run_id = models.CharField(max_length=128)
+    boot_id = models.CharField(max_length=128, blank=True)
+    # The gateway's sessionId for this run (``session_id`` is the FK's column).
+    gateway_session_id = models.CharField(max_length=128, blank=True)
+    turn_kind = models.CharField(max_length=32, blank=True)
+    message_id = models.CharField(max_length=128, blank=True)
+    preview = models.CharField(max_length=200, blank=True)
+    phase = models.CharField(max_length=40, blank=True)
+    result = models.CharField(max_length=16, blank=True)
+    code = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    release_how = models.CharField(
+        max_length=16, blank=True, choices=[(h, h) for h in RELEASE_HOWS]
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["gateway", "run_id"], name="run_id_per_gateway")
+        ]
+        indexes = [
+            # Session page's run history, newest first; detect's recent admissions.
+            models.Index(fields=["session", "started_at"], name="run_session_started"),
+            # Restart closure: runs a gateway still holds (released_at IS NULL).
+            models.Index(fields=["gateway", "released_at"], name="run_gateway_open"),
+        ]
+
+    def __str__(self) -> str:
+        return self.run_id
+
+    @property
+    def is_open(self) -> bool:
+        return self.released_at is None
+
+
+class Waiter(models.Model):
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="waiters")
+    boot_id = models.CharField(max_length=128, blank=True)
+    waiter_id = models.CharField(max_length=128)
+    # The run that held the lock when the message started waiting.
+    blocking_run_id = models.CharField(max_length=128, blank=True)
+    timeout_ms = models.BigIntegerField(null=True, blank=True)  # null: waits forever
+    since = models.DateTimeField()
+    turn_kind = models.CharField(max_length=32, blank=True)
+    message_id = models.CharField(max_length=128, blank=True)
+    preview = models.CharField(max_length=200, blank=True)
+    text = models.TextField(blank=True)  # kept whole so the message can be requeued
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "boot_id", "waiter_id"], name="waiter_id_per_session_boot"
+            )
+        ]
+        indexes = [
+            # Session page and detect: the unresolved waiters of a session.
+            models.Index(fields=["session", "resolved_at"], name="waiter_session_open"),
+        ]
+
+    def __str__(self) -> str:
+        return self.waiter_id
+
+    @property
+    def waits_forever(self) -> bool:
+        return self.timeout_ms is None
+
+
+class TimelineEvent(models.Model):
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="timeline")
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, null=True, blank=True, related_name="timeline"
+    )
+    boot_id = models.CharField(max_length=128)
+    # Null for rows Runboard itself inferred (a run lost at restart, a lock
+    # released by reconciliation): they have no gateway sequence number, and
+    # NULLs never collide in the unique constraint below.
+    seq = models.BigIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=40)
+    at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    run_id = models.CharField(max_length=128, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "boot_id", "seq"], name="timeline_event_once"
+            )
+        ]
+        indexes = [
+            # Session page timeline, newest first.
+            models.Index(fields=["session", "at"], name="timeline_session_at"),
+            # Gateway page: recent events of one gateway.
+            models.Index(fields=["gateway", "at"], name="timeline_gateway_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}#{self.seq}"
+
+
+class DispatchSkip(models.Model):
+    KINDS = ("skip", "drain_failed")
+
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="skips")
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="skips")
+    kind = models.CharField(max_length=16, choices=[(k, k) for k in KINDS])
+    reason = models.CharField(max_length=64, blank=True)  # skip reason, or the error's name
+    error = models.TextField(blank=True)  # the drain failure's message
+    at = models.DateTimeField()
+    blocking_run_id = models.CharField(max_length=128, blank=True)
+    message_id = models.CharField(max_length=128, blank=True)
+    preview = models.CharField(max_length=200, blank=True)
+    text = models.TextField(blank=True)  # for requeue
+    boot_id = models.CharField(max_length=128, blank=True)
+    seq = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # Detect (skip bursts, alternating errors) and the session page: recent skips.
+            models.Index(fields=["session", "at"], name="skip_session_at"),
+            # Tick: sessions with any skip inside the detect windows.
+            models.Index(fields=["at"], name="skip_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.reason}"
+
+
+class Flag(models.Model):
+    SEVERITIES = ("warning", "critical")
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="flags")
+    code = models.CharField(max_length=40)
+    severity = models.CharField(max_length=16, choices=[(s, s) for s in SEVERITIES])
+    why = models.TextField()
+    since = models.DateTimeField()  # when the condition became true (detect.Finding.since)
+    details = models.JSONField(default=dict, blank=True)
+    raised_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)  # null while active
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "code"],
+                condition=Q(cleared_at__isnull=True),
+                name="one_active_flag_per_code",
+            )
+        ]
+        indexes = [
+            # Stuck tab and detect: the active flags (cleared_at IS NULL) of sessions.
+            models.Index(fields=["cleared_at", "session"], name="flag_active"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code}@{self.session_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.cleared_at is None
