@@ -136,7 +136,7 @@ class GatewayClient:
         except ConnectionClosed as exc:
             await self._abandon()
             raise _closed_during_handshake(exc) from None
-        except GatewayError:
+        except (GatewayError, asyncio.CancelledError):
             await self._abandon()
             raise
         self.hello = hello

@@ -86,6 +86,12 @@ class ProtocolViolation(GatewayError):
     default_code = "PROTOCOL_VIOLATION"
 
 
+class NotSupported(GatewayError):
+    """The gateway lacks the method (e.g. no companion plugin: observer mode)."""
+
+    default_code = "NOT_SUPPORTED"
+
+
 def _ms_to_s(value: object) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return value / 1000.0

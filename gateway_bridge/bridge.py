@@ -1,0 +1,699 @@
+"""One gateway's bridge: keep a connection, mirror its registry into a sink, carry commands.
+
+``Bridge.run()`` loops until ``stop()``: connect, pick a mode from the hello,
+stream, and on any disconnect reconnect with jittered exponential backoff and
+resync from a fresh snapshot.
+
+Plugin mode (the gateway lists ``runboard.registry.subscribe``): subscribe
+first, then take a snapshot, so no change falls between the two. The sink
+gets the ``Snapshot`` first, then the live changes after it, in batches. When
+the sink answers True (the store saw a gap it cannot fill), the bridge takes
+a new snapshot and delivers it.
+
+Observer mode (no plugin) is only a first hook for now; see ``_run_observer``.
+
+The sink is the store's side (``adminpanel``'s ingest). No Django here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from gateway_bridge import frames
+from gateway_bridge.client import GatewayClient, Hello
+from gateway_bridge.errors import (
+    GatewayError,
+    GatewayTimeout,
+    GatewayUnavailable,
+    NotSupported,
+    ProtocolViolation,
+)
+from gateway_bridge.events import (
+    SESSION_STATUSES,
+    RegistryEvent,
+    SessionStatusChanged,
+    Snapshot,
+    SnapshotEntry,
+)
+from gateway_bridge.registry_decode import DecodeError, decode_registry_event, decode_snapshot_entry
+from gateway_bridge.registry_decode import decode_snapshot as decode_snapshot_payload
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+SUBSCRIBE = "runboard.registry.subscribe"
+SNAPSHOT = "runboard.registry.snapshot"
+FORCE_CLEAR = "runboard.registry.forceClear"
+REQUEUE = "runboard.registry.requeue"
+REGISTRY_EVENT = "runboard.registry"
+MAX_REQUEUE_MESSAGES = 50
+# sessions.list pages the observer reads per poll (real OpenClaw pages by 100).
+OBSERVER_MAX_PAGES = 50
+OBSERVER_PAGE_SIZE = 500
+
+
+class EventSink(Protocol):
+    """The store's side. Returns True when it saw a gap and wants a snapshot."""
+
+    async def __call__(self, events: Sequence[RegistryEvent]) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """What the bridge knows about its gateway connection; the store mirrors it."""
+
+    gateway: str
+    status: str = "connecting"  # connecting | connected | disconnected | stopped
+    mode: str = "unknown"  # plugin | observer | unknown
+    boot_id: str = ""
+    version: str = ""
+    last_event_at: float | None = None
+    last_error: str = ""
+    reconnects: int = 0
+    connected_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForceClearResult:
+    """A compare-and-clear's answer. ``current`` is the entry that made a refusal."""
+
+    cleared: bool
+    session_key: str
+    run_id: str
+    reason: str
+    current: SnapshotEntry | None
+    phase: str = ""
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueResult:
+    idempotency_key: str
+    run_id: str
+    status: str  # started | duplicate
+
+
+@dataclass(frozen=True, slots=True)
+class AbortResult:
+    aborted: bool
+    run_ids: tuple[str, ...]
+
+
+class _Stopped(Exception):
+    """``stop()`` was called while the bridge waited on something."""
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+# Queue markers behind the last event: the connection closed / stop() was called.
+_CLOSED = _Marker("closed")
+_STOP = _Marker("stop")
+_QueueItem = tuple[float, Any] | _Marker
+
+
+class Bridge:
+    """Mirror one gateway into ``sink`` until stopped; carry commands back to it."""
+
+    def __init__(
+        self,
+        *,
+        gateway: str,
+        url: str,
+        token: str,
+        sink: EventSink,
+        call_timeout_s: float = 5.0,
+        connect_timeout_s: float = 10.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        batch_max: int = 2000,
+        batch_wait_s: float = 0.05,
+        rng: random.Random | None = None,
+        on_state: Callable[[ConnectionState], None] | None = None,
+        stable_after_s: float = 10.0,
+        observer_poll_s: float = 3.0,
+        max_buffered_events: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.gateway = gateway
+        self.url = url
+        self._token = token
+        self._sink = sink
+        self.call_timeout_s = call_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.batch_max = max(1, batch_max)
+        self.batch_wait_s = batch_wait_s
+        self._rng = rng or random.Random()
+        self._on_state = on_state
+        # A connection that stayed up this long resets the backoff.
+        self.stable_after_s = stable_after_s
+        self.observer_poll_s = observer_poll_s
+        self.max_buffered_events = max_buffered_events
+        self._clock = clock
+        self._state = ConnectionState(gateway=gateway)
+        self._client: GatewayClient | None = None
+        self._hello: Hello | None = None
+        self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+        self._running = False
+        self._done = asyncio.Event()
+        # (boot id, seq) of the last snapshot delivered: changes at or before it are in it.
+        self._synced: tuple[str, int] | None = None
+        self._overflowed = False
+
+    # --- state ----------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    def _set_state(self, **changes: Any) -> None:
+        new = replace(self._state, **changes)
+        if new == self._state:
+            return
+        self._state = new
+        if self._on_state is None:
+            return
+        try:
+            self._on_state(new)
+        except Exception:
+            log.exception("state_callback_failed", gateway=self.gateway)
+
+    # --- the loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, stream, reconnect with backoff; returns after ``stop()``."""
+        if self._running:
+            raise RuntimeError(f"bridge {self.gateway!r} is already running")
+        self._running = True
+        failures = 0
+        connections = 0
+        try:
+            while not self._stopping.is_set():
+                self._set_state(status="connecting")
+                error, up_for = await self._connect_and_serve(reconnect=connections > 0)
+                if up_for is not None:
+                    connections += 1
+                if self._stopping.is_set():
+                    break
+                # A connection that stayed up a while was healthy: start the backoff over.
+                failures = 0 if up_for is not None and up_for >= self.stable_after_s else failures
+                delay = self._backoff_delay(failures, error)
+                failures += 1
+                log.info(
+                    "gateway_reconnect_scheduled",
+                    gateway=self.gateway,
+                    delay_s=round(delay, 3),
+                    failures=failures,
+                )
+                with contextlib.suppress(_Stopped):
+                    await self._unless_stopped(asyncio.sleep(delay))
+        finally:
+            self._running = False
+            self._set_state(status="stopped", connected_since=None)
+            self._done.set()
+
+    def _backoff_delay(self, failures: int, error: GatewayError | None) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2**failures)]."""
+        if error is not None and not error.retryable:
+            # Bad token, protocol mismatch: retrying soon cannot help, retrying later might.
+            return self.backoff_max_s
+        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(failures, 30))
+        return self._rng.uniform(0.0, ceiling)
+
+    async def _connect_and_serve(
+        self, *, reconnect: bool
+    ) -> tuple[GatewayError | None, float | None]:
+        """One connection's life. Returns (why it ended, how long it was up or None)."""
+        queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
+        self._queue = queue
+        if self._stopping.is_set():
+            queue.put_nowait(_STOP)
+        client = GatewayClient(
+            self.url,
+            self._token,
+            connect_timeout_s=self.connect_timeout_s,
+            call_timeout_s=self.call_timeout_s,
+            on_event=self._on_gateway_event,
+        )
+        try:
+            hello = await self._unless_stopped(client.connect())
+        except _Stopped:
+            await client.close()
+            return None, None
+        except GatewayError as exc:
+            await client.close()
+            self._record_failure(exc)
+            return exc, None
+        connected_at = time.monotonic()
+        self._connected(client, hello, reconnect=reconnect)
+        watcher = asyncio.create_task(self._mark_closed(client, queue))
+        error: GatewayError | None = None
+        try:
+            if hello.has_method(SUBSCRIBE):
+                await self._serve_plugin(client, queue)
+            else:
+                await self._run_observer(client, hello, queue)
+            error = client.close_error
+        except _Stopped:
+            error = None
+        except GatewayError as exc:
+            error = exc
+        finally:
+            self._client = None
+            watcher.cancel()
+            await client.close()
+            await self._deliver_leftovers(queue)
+        if error is not None:
+            self._record_failure(error)
+        else:
+            self._set_state(status="disconnected", connected_since=None)
+        return error, time.monotonic() - connected_at
+
+    def _connected(self, client: GatewayClient, hello: Hello, *, reconnect: bool) -> None:
+        self._client = client
+        self._hello = hello
+        self._synced = None
+        self._overflowed = False
+        mode = "plugin" if hello.has_method(SUBSCRIBE) else "observer"
+        log.info(
+            "bridge_connected",
+            gateway=self.gateway,
+            mode=mode,
+            version=hello.server_version,
+            boot_id=hello.boot_id,
+        )
+        self._set_state(
+            status="connected",
+            mode=mode,
+            boot_id=hello.boot_id or "",
+            version=hello.server_version,
+            connected_since=self._clock(),
+            last_error="",
+            reconnects=self._state.reconnects + (1 if reconnect else 0),
+        )
+
+    def _record_failure(self, error: GatewayError) -> None:
+        log.warning(
+            "gateway_connection_failed" if self._state.status == "connecting" else "gateway_lost",
+            gateway=self.gateway,
+            code=error.code,
+            error=error.message,
+            retryable=error.retryable,
+        )
+        self._set_state(status="disconnected", last_error=error.message, connected_since=None)
+
+    async def _mark_closed(self, client: GatewayClient, queue: asyncio.Queue[_QueueItem]) -> None:
+        await client.wait_closed()
+        queue.put_nowait(_CLOSED)
+
+    async def _unless_stopped(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` unless ``stop()`` comes first (then cancel it, raise _Stopped)."""
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        raise _Stopped
+
+    # --- plugin mode ----------------------------------------------------------
+
+    def _on_gateway_event(self, event: frames.Event) -> None:
+        """Called by the client's reader for every well-formed event, in arrival order."""
+        if event.event == REGISTRY_EVENT:
+            self._buffer(event.payload)
+        elif event.event == "shutdown":
+            log.info("gateway_shutdown_announced", gateway=self.gateway, payload=event.payload)
+
+    def _buffer(self, payload: Any) -> None:
+        if self._queue.qsize() >= self.max_buffered_events:
+            if not self._overflowed:
+                log.warning(
+                    "registry_events_dropped",
+                    gateway=self.gateway,
+                    reason="buffer full; resyncing from a snapshot",
+                    buffered=self._queue.qsize(),
+                )
+            self._overflowed = True
+            return
+        self._queue.put_nowait((self._clock(), payload))
+
+    async def _serve_plugin(self, client: GatewayClient, queue: asyncio.Queue[_QueueItem]) -> None:
+        # Subscribe before the snapshot: every change after the snapshot's seq is then
+        # either in the snapshot or on its way to us.
+        subscribed = await self._unless_stopped(client.call(SUBSCRIBE, {}))
+        if not isinstance(subscribed, dict) or not isinstance(subscribed.get("seq"), int):
+            raise ProtocolViolation(f"{SUBSCRIBE} answered {str(subscribed)[:200]!r}")
+        await self._resync(client, interruptible=True)
+        await self._pump(client, queue)
+
+    async def _pump(self, client: GatewayClient, queue: asyncio.Queue[_QueueItem]) -> None:
+        """Deliver buffered changes in batches until the connection closes or stop()."""
+        loop = asyncio.get_running_loop()
+        batch: list[RegistryEvent] = []
+        deadline = 0.0
+        while True:
+            timeout = max(0.0, deadline - loop.time()) if batch else None
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                await self._flush(client, batch)
+                batch = []
+                continue
+            if isinstance(item, _Marker):
+                batch.extend(self._decode_queued(queue))
+                await self._flush(client, batch, may_resync=False)
+                return
+            event = self._decode(*item)
+            if event is None:
+                continue
+            if not batch:
+                deadline = loop.time() + self.batch_wait_s
+            batch.append(event)
+            if len(batch) >= self.batch_max:
+                await self._flush(client, batch)
+                batch = []
+
+    def _decode(self, received_at: float, payload: Any) -> RegistryEvent | None:
+        try:
+            event = decode_registry_event(self.gateway, payload, received_at)
+        except DecodeError as exc:
+            log.warning("frame_rejected", gateway=self.gateway, reason=str(exc))
+            return None
+        synced = self._synced
+        if synced is not None and event.boot_id == synced[0] and event.seq <= synced[1]:
+            return None  # already part of the snapshot we delivered
+        return event
+
+    def _decode_queued(self, queue: asyncio.Queue[_QueueItem]) -> list[RegistryEvent]:
+        """Decode whatever is still queued (behind a marker), without waiting."""
+        decoded = []
+        while not queue.empty():
+            item = queue.get_nowait()
+            if isinstance(item, _Marker):
+                continue
+            event = self._decode(*item)
+            if event is not None:
+                decoded.append(event)
+        return decoded
+
+    async def _flush(
+        self, client: GatewayClient, batch: list[RegistryEvent], *, may_resync: bool = True
+    ) -> None:
+        if batch:
+            gap = await self._deliver(batch)
+            self._set_state(last_event_at=max(e.received_at for e in batch))
+        else:
+            gap = False
+        if may_resync and (gap or self._overflowed) and not client.closed:
+            await self._resync(client)
+
+    async def _resync(self, client: GatewayClient, *, interruptible: bool = False) -> Snapshot:
+        """Take a snapshot and deliver it; later changes continue from its seq.
+
+        ``interruptible``: ``stop()`` may abandon the fetch (never the delivery,
+        so the sink is not cancelled halfway through a write).
+        """
+        self._overflowed = False
+        fetching = self._fetch_snapshot(client)
+        snapshot = await (self._unless_stopped(fetching) if interruptible else fetching)
+        self._synced = (snapshot.boot_id, snapshot.seq)
+        self._set_state(boot_id=snapshot.boot_id, version=snapshot.version or self._state.version)
+        log.info(
+            "registry_snapshot_delivering",
+            gateway=self.gateway,
+            boot_id=snapshot.boot_id,
+            seq=snapshot.seq,
+            entries=len(snapshot.entries),
+        )
+        if await self._deliver([snapshot]):
+            # Not looping here: the next batch's answer asks again if it is still needed.
+            log.warning("snapshot_left_gap", gateway=self.gateway, seq=snapshot.seq)
+        return snapshot
+
+    async def _fetch_snapshot(self, client: GatewayClient) -> Snapshot:
+        payload = await client.call(SNAPSHOT, {})
+        try:
+            return decode_snapshot_payload(self.gateway, payload, self._clock())
+        except DecodeError as exc:
+            log.warning("frame_rejected", gateway=self.gateway, reason=str(exc))
+            raise ProtocolViolation(f"unusable snapshot: {exc}") from None
+
+    async def _deliver(self, events: Sequence[RegistryEvent]) -> bool:
+        """Hand events to the sink. A failing sink counts as a gap: a snapshot repairs it."""
+        try:
+            return bool(await self._sink(events))
+        except Exception:
+            log.exception("sink_failed", gateway=self.gateway, events=len(events))
+            # Give the store a moment before the snapshot that follows.
+            await asyncio.sleep(self.backoff_initial_s)
+            return True
+
+    async def _deliver_leftovers(self, queue: asyncio.Queue[_QueueItem]) -> None:
+        leftovers = self._decode_queued(queue)
+        if leftovers:
+            await self._deliver(leftovers)
+            self._set_state(last_event_at=max(e.received_at for e in leftovers))
+
+    # --- observer mode ---------------------------------------------------------
+
+    async def _run_observer(
+        self, client: GatewayClient, hello: Hello, queue: asyncio.Queue[_QueueItem]
+    ) -> None:
+        """Observer mode hook: for now only mirrors session-store statuses from ``sessions.list``.
+
+        Without the companion plugin no method exposes the registry. This first
+        version polls ``sessions.list`` every ``observer_poll_s`` and emits a
+        ``SessionStatusChanged`` for each status that changed, after a
+        ``Snapshot`` with no entries (the statuses only). The full observer
+        mode (inferring runs and locks from ``agent``/``chat`` events,
+        ``hasActiveRun``/``activeRunIds`` and the known ``logs.tail``
+        signatures) is a later issue.
+
+        The gateway gives these events no sequence numbers, so the bridge
+        numbers them itself under a boot id of its own per connection
+        (``observer:<bootId>:<connId>``): a reconnect starts a new sequence
+        the store cannot mistake for duplicates.
+        """
+        boot_id = f"observer:{hello.boot_id or '-'}:{hello.conn_id or uuid.uuid4()}"
+        seq = 0
+        statuses, at = await self._unless_stopped(self._session_statuses(client))
+        await self._deliver_observer_snapshot(boot_id, seq, statuses, at, hello)
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), self.observer_poll_s)
+            except TimeoutError:
+                item = None
+            if isinstance(item, _Marker):
+                return
+            try:
+                current, at = await self._unless_stopped(self._session_statuses(client))
+            except GatewayTimeout as exc:
+                log.warning("observer_poll_failed", gateway=self.gateway, error=exc.message)
+                continue
+            changes = []
+            for key, status in current.items():
+                if statuses.get(key) != status:
+                    seq += 1
+                    changes.append(self._status_event(boot_id, seq, at, key, status))
+            statuses = current
+            if changes and await self._deliver(changes):
+                await self._deliver_observer_snapshot(boot_id, seq, statuses, at, hello)
+
+    async def _deliver_observer_snapshot(
+        self, boot_id: str, seq: int, statuses: dict[str, str], at: float, hello: Hello
+    ) -> None:
+        snapshot = Snapshot(
+            gateway=self.gateway,
+            boot_id=boot_id,
+            seq=seq,
+            at=at,
+            received_at=self._clock(),
+            session_statuses=dict(statuses),
+            version=hello.server_version,
+        )
+        self._synced = (boot_id, seq)
+        await self._deliver([snapshot])
+
+    def _status_event(
+        self, boot_id: str, seq: int, at: float, key: str, status: str
+    ) -> SessionStatusChanged:
+        return SessionStatusChanged(
+            gateway=self.gateway,
+            boot_id=boot_id,
+            seq=seq,
+            at=at,
+            received_at=self._clock(),
+            session_key=key,
+            status=status,
+        )
+
+    async def _session_statuses(self, client: GatewayClient) -> tuple[dict[str, str], float]:
+        """Every session's store status from ``sessions.list``, and the gateway's time."""
+        statuses: dict[str, str] = {}
+        at = self._clock()
+        offset = 0
+        for _ in range(OBSERVER_MAX_PAGES):
+            page = await client.call(
+                "sessions.list", {"limit": OBSERVER_PAGE_SIZE, "offset": offset}
+            )
+            if not isinstance(page, dict) or not isinstance(page.get("sessions"), list):
+                raise ProtocolViolation("sessions.list answered without a 'sessions' array")
+            if isinstance(page.get("ts"), int | float) and offset == 0:
+                at = page["ts"] / 1000.0
+            for row in page["sessions"]:
+                if not isinstance(row, dict):
+                    continue
+                key, status = row.get("key"), row.get("status")
+                if isinstance(key, str) and key and status in SESSION_STATUSES:
+                    statuses[key] = status
+            next_offset = page.get("nextOffset")
+            if page.get("hasMore") is not True or not isinstance(next_offset, int):
+                break
+            offset = next_offset
+        return statuses, at
+
+    # --- stopping ---------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop the loop, flush what is buffered to the sink, close the socket."""
+        self._stopping.set()
+        self._queue.put_nowait(_STOP)
+        if self._running:
+            try:
+                # Generous: a flush to the sink may still be running.
+                async with asyncio.timeout(self.call_timeout_s + self.connect_timeout_s):
+                    await self._done.wait()
+            except TimeoutError:
+                log.warning("bridge_stop_timed_out", gateway=self.gateway)
+        self._set_state(status="stopped", connected_since=None)
+        log.info("bridge_stopped", gateway=self.gateway)
+
+    # --- commands ---------------------------------------------------------------
+
+    def _connected_client(self, method: str) -> GatewayClient:
+        client = self._client
+        if client is None or client.closed or self._state.status != "connected":
+            raise GatewayUnavailable(f"bridge {self.gateway!r} is not connected; nothing was sent")
+        if self._hello is not None and not self._hello.has_method(method):
+            raise NotSupported(
+                f"gateway {self.gateway!r} has no {method} "
+                f"({self._state.mode} mode: the companion plugin is missing)"
+            )
+        return client
+
+    async def snapshot(self) -> Snapshot:
+        """The registry as the gateway holds it now (not delivered to the sink)."""
+        return await self._fetch_snapshot(self._connected_client(SNAPSHOT))
+
+    async def force_clear(
+        self, session_key: str, expect_run_id: str, reason: str
+    ) -> ForceClearResult:
+        """Compare-and-clear: clears only if ``expect_run_id`` still owns the lock."""
+        if not session_key or not expect_run_id or not reason.strip():
+            raise ValueError("force_clear needs a session key, the expected run id and a reason")
+        client = self._connected_client(FORCE_CLEAR)
+        params = {"sessionKey": session_key, "expectRunId": expect_run_id, "reason": reason}
+        payload = await client.call(FORCE_CLEAR, params)
+        result = _force_clear_result(session_key, payload)
+        log.info(
+            "force_clear_answered",
+            gateway=self.gateway,
+            session_key=session_key,
+            expect_run_id=expect_run_id,
+            cleared=result.cleared,
+            refusal=result.reason,
+        )
+        return result
+
+    async def requeue(
+        self, session_key: str, messages: Sequence[tuple[str, str]]
+    ) -> list[RequeueResult]:
+        """Dispatch lost messages again: ``messages`` are (text, idempotency key) pairs."""
+        if not session_key or not 1 <= len(messages) <= MAX_REQUEUE_MESSAGES:
+            raise ValueError(f"requeue takes a session key and 1-{MAX_REQUEUE_MESSAGES} messages")
+        client = self._connected_client(REQUEUE)
+        params = {
+            "sessionKey": session_key,
+            "messages": [{"text": text, "idempotencyKey": key} for text, key in messages],
+        }
+        payload = await client.call(REQUEUE, params)
+        return _requeue_results(payload)
+
+    async def abort(self, session_key: str, run_id: str | None = None) -> AbortResult:
+        """``chat.abort``: abort the session's runs (or one run)."""
+        client = self._connected_client("chat.abort")
+        params: dict[str, Any] = {"sessionKey": session_key}
+        if run_id:
+            params["runId"] = run_id
+        payload = await client.call("chat.abort", params)
+        if not isinstance(payload, dict) or not isinstance(payload.get("aborted"), bool):
+            raise ProtocolViolation(f"chat.abort answered {str(payload)[:200]!r}")
+        run_ids = payload.get("runIds")
+        return AbortResult(
+            aborted=payload["aborted"],
+            run_ids=tuple(r for r in run_ids if isinstance(r, str))
+            if isinstance(run_ids, list)
+            else (),
+        )
+
+
+def _force_clear_result(session_key: str, payload: object) -> ForceClearResult:
+    if not isinstance(payload, dict) or not isinstance(payload.get("cleared"), bool):
+        raise ProtocolViolation(f"{FORCE_CLEAR} answered {str(payload)[:200]!r}")
+    current = None
+    if payload.get("current") is not None:
+        try:
+            current = decode_snapshot_entry(payload["current"], f"{FORCE_CLEAR} current")
+        except DecodeError as exc:
+            raise ProtocolViolation(str(exc)) from None
+    run_id = payload.get("runId")
+    phase = payload.get("phase")
+    seq = payload.get("seq")
+    reason = payload.get("reason")
+    return ForceClearResult(
+        cleared=payload["cleared"],
+        session_key=session_key,
+        run_id=run_id if isinstance(run_id, str) else "",
+        reason=reason if isinstance(reason, str) else "",
+        current=current,
+        phase=phase if isinstance(phase, str) else "",
+        seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+    )
+
+
+def _requeue_results(payload: object) -> list[RequeueResult]:
+    rows = payload.get("results") if isinstance(payload, dict) else None
+    if not isinstance(rows, list):
+        raise ProtocolViolation(f"{REQUEUE} answered {str(payload)[:200]!r}")
+    results = []
+    for row in rows:
+        if not isinstance(row, dict) or not all(
+            isinstance(row.get(k), str) for k in ("idempotencyKey", "runId", "status")
+        ):
+            raise ProtocolViolation(f"{REQUEUE} result row {str(row)[:200]!r} is malformed")
+        results.append(RequeueResult(row["idempotencyKey"], row["runId"], row["status"]))
+    return results
