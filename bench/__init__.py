@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` runs each module's main() and prints JSON lines."""
