@@ -263,7 +263,11 @@ class GatewayClient:
         try:
             async for raw in ws:
                 self._last_frame_at = time.monotonic()
-                self._handle_raw(raw)
+                try:
+                    self._handle_raw(raw)
+                except Exception:
+                    # Our bug on one odd frame must not end the stream for the others.
+                    log.exception("frame_handling_failed", url=self.url)
         except ConnectionClosed as exc:
             reason = _closed_while_connected(exc)
         except Exception as exc:  # a reader that dies silently would hang every call
@@ -300,7 +304,7 @@ class GatewayClient:
     def _dispatch_event(self, event: frames.Event) -> None:
         problem = _event_payload_problem(event)
         if problem:
-            self._reject(problem, event=event.event)
+            self._reject(problem, gateway_event=event.event)
             return
         if self.on_event is None:
             return
