@@ -52,7 +52,9 @@ def configured_gateways() -> list[GatewayTarget]:
 class BridgeSupervisor:
     """Owns the bridges, the ingestor and the detect tick for one process."""
 
-    def __init__(self, targets: Sequence[GatewayTarget], *, ingestor: Ingestor | None = None) -> None:
+    def __init__(
+        self, targets: Sequence[GatewayTarget], *, ingestor: Ingestor | None = None
+    ) -> None:
         self.ingestor = ingestor or Ingestor()
         self.bridges = [self._bridge_for(t) for t in targets]
         self._states: dict[str, ConnectionState] = {}
@@ -98,7 +100,9 @@ class BridgeSupervisor:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("bridges_started", gateways=[b.gateway for b in self.bridges])
-        self._tasks = [asyncio.create_task(b.run(), name=f"bridge:{b.gateway}") for b in self.bridges]
+        self._tasks = [
+            asyncio.create_task(b.run(), name=f"bridge:{b.gateway}") for b in self.bridges
+        ]
         tick = sync_to_async(self._tick, thread_sensitive=True)
         try:
             while not stop.is_set():

@@ -23,7 +23,7 @@ TIMELINE_LIMIT = 200
 def _active_flags() -> Prefetch[Any]:
     return Prefetch(
         "flags",
-        queryset=Flag.objects.filter(cleared_at__isnull=True).order_by("-severity", "code"),
+        queryset=Flag.objects.filter(cleared_at__isnull=True).order_by("severity", "code"),
         to_attr="active_flags",
     )
 
@@ -43,6 +43,7 @@ def filtered_sessions(filters: dict[str, Any]) -> QuerySet[Session]:
     if filters.get("flagged"):
         sessions = sessions.filter(flag_count__gt=0)
     # Oldest lock first: the sessions most likely stuck are on top.
+    # ("critical" sorts before "warning", so ascending severity is worst first.)
     return sessions.order_by("-locked", "lock_acquired_at", "-updated_at", "pk")
 
 
@@ -71,8 +72,10 @@ def sessions(request: HttpRequest) -> HttpResponse:
 @login_required
 def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
     session = get_object_or_404(Session.objects.select_related("gateway"), pk=pk)
-    flags = session.flags.filter(cleared_at__isnull=True).order_by("-severity", "code")
-    timeline = list(TimelineEvent.objects.filter(session=session).order_by("-at", "-seq")[:TIMELINE_LIMIT])
+    flags = session.flags.filter(cleared_at__isnull=True).order_by("severity", "code")
+    timeline = list(
+        TimelineEvent.objects.filter(session=session).order_by("-at", "-seq")[:TIMELINE_LIMIT]
+    )
     for event in timeline:
         event.data_summary = _summary(event.data)  # type: ignore[attr-defined]
     context = {"session": session, "flags": flags, "timeline": timeline}

@@ -68,7 +68,9 @@ class Command(BaseCommand):
             sim = subprocess.Popen(
                 sim_gateway_args(base, settings.RUNBOARD_DEMO_SEED), preexec_fn=_die_with_parent
             )
-            log.info("sim_gateways_started", pid=sim.pid, ports=f"{base}-{base + len(SIM_GATEWAYS) - 1}")
+            log.info(
+                "sim_gateways_started", pid=sim.pid, ports=f"{base}-{base + len(SIM_GATEWAYS) - 1}"
+            )
         try:
             serve_with_bridges(options["port"])
         finally:

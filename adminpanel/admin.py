@@ -1,0 +1,105 @@
+"""Admin: gateways are editable; everything mirrored from a gateway is read-only.
+
+Mirrored state has one writer (``adminpanel.ingest``), so the admin shows it
+but never saves it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, TimelineEvent, Waiter
+
+
+@admin.register(Gateway)
+class GatewayAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "url",
+        "enabled",
+        "status",
+        "mode",
+        "version",
+        "last_event_at",
+        "reconnects",
+    )
+    list_filter = ("enabled", "status", "mode")
+    search_fields = ("name", "url")
+    fields = ("name", "url", "token", "enabled")
+    readonly_fields = ()
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Mirrored rows: visible to staff, changed only by ingest."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Session)
+class SessionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "session_key",
+        "gateway",
+        "locked",
+        "phase",
+        "lock_acquired_at",
+        "waiter_count",
+        "flag_count",
+    )
+    list_filter = ("gateway", "locked", "phase", "worst_severity")
+    search_fields = ("session_key",)
+    list_select_related = ("gateway",)
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin):
+    list_display = (
+        "run_id",
+        "session",
+        "phase",
+        "result",
+        "started_at",
+        "released_at",
+        "release_how",
+    )
+    list_filter = ("gateway", "result", "release_how")
+    search_fields = ("run_id", "session__session_key")
+    list_select_related = ("session",)
+
+
+@admin.register(Waiter)
+class WaiterAdmin(ReadOnlyAdmin):
+    list_display = ("waiter_id", "session", "since", "timeout_ms", "resolved_at", "outcome")
+    list_filter = ("outcome",)
+    list_select_related = ("session",)
+
+
+@admin.register(DispatchSkip)
+class DispatchSkipAdmin(ReadOnlyAdmin):
+    list_display = ("session", "kind", "reason", "at", "preview")
+    list_filter = ("kind", "reason", "gateway")
+    list_select_related = ("session",)
+
+
+@admin.register(Flag)
+class FlagAdmin(ReadOnlyAdmin):
+    list_display = ("session", "code", "severity", "since", "cleared_at")
+    list_filter = ("code", "severity")
+    list_select_related = ("session",)
+
+
+@admin.register(TimelineEvent)
+class TimelineEventAdmin(ReadOnlyAdmin):
+    list_display = ("gateway", "seq", "kind", "at", "session", "run_id")
+    list_filter = ("gateway", "kind")
+    list_select_related = ("gateway", "session")
