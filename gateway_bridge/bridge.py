@@ -231,12 +231,10 @@ class Bridge:
             self._done.set()
 
     def _backoff_delay(self, failures: int, error: GatewayError | None) -> float:
-        """Full jitter: uniform in [0, min(max, initial * 2**failures)]."""
         if error is not None and not error.retryable:
             # Bad token, protocol mismatch: retrying soon cannot help, retrying later might.
             return self.backoff_max_s
-        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(failures, 30))
-        return self._rng.uniform(0.0, ceiling)
+        return full_jitter_delay(failures, self.backoff_initial_s, self.backoff_max_s, self._rng)
 
     async def _connect_and_serve(
         self, *, reconnect: bool
@@ -283,7 +281,7 @@ class Bridge:
             await self._deliver_leftovers(queue)
         if error is not None:
             self._record_failure(error)
-        else:
+        elif not self._stopping.is_set():
             self._set_state(status="disconnected", connected_since=None)
         return error, time.monotonic() - connected_at
 
@@ -659,6 +657,16 @@ class Bridge:
             if isinstance(run_ids, list)
             else (),
         )
+
+
+def full_jitter_delay(failures: int, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(max_s, initial_s * 2**failures)].
+
+    Spreads the reconnects of many bridges after a gateway restart instead of
+    having them all knock at the same instant.
+    """
+    ceiling = min(max_s, initial_s * 2 ** min(max(failures, 0), 30))
+    return rng.uniform(0.0, ceiling)
 
 
 def _force_clear_result(session_key: str, payload: object) -> ForceClearResult:
