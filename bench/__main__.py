@@ -1,0 +1,27 @@
+"""`python -m bench [name ...]`: run the benchmarks, one JSON object per line on stdout.
+
+Each benchmark runs in its own process (each sets Django up on its own
+scratch database), one after the other so they do not compete for the two cores.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+BENCHMARKS = ("ingest_bench", "flag_latency")
+
+
+def main(names: list[str]) -> int:
+    failed = 0
+    for name in names or BENCHMARKS:
+        if name not in BENCHMARKS:
+            print(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+            return 2
+        result = subprocess.run([sys.executable, "-m", f"bench.{name}"], check=False)
+        failed += result.returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,146 @@
+"""flag_latency_ms: from a rule's condition becoming true in the simulated gateway to the flag in the store.
+
+A real simulated gateway (2026.5.28 profile) on loopback, the real bridge and
+ingest, the detect tick at its default period. Sessions are made to hang
+(the model never answers); half of them are then aborted, which on this
+build leaks the lock (``terminal_but_held``), the other half just sit still
+(``no_progress``). A flag stores ``since`` — the moment its condition became
+true, computed from the gateway's own timestamps — and ``raised_at``, when
+ingest wrote it; the latency is the difference.
+
+The baseline, measured in the same run, is how long a plain registry event
+takes from the gateway's timestamp to its commit in the store: the floor any
+flag latency stands on. Goal: p99 <= 1000 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SESSIONS = 60
+STAGGER_S = 0.05
+TERMINAL_HELD_AFTER_S = 1.0
+STUCK_AFTER_S = 2.0
+DEADLINE_S = 60.0
+
+
+def _setup_django(workdir: Path) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "adminpanel.settings"
+    os.environ["RUNBOARD_DATABASE_URL"] = ""
+    os.environ["RUNBOARD_VAR_DIR"] = str(workdir)
+    os.environ.setdefault("RUNBOARD_LOG_LEVEL", "WARNING")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def scenario() -> tuple[list[float], list[float]]:
+    from asgiref.sync import sync_to_async
+
+    from adminpanel.bridges import BridgeSupervisor, GatewayTarget
+    from adminpanel.detect import Thresholds
+    from adminpanel.ingest import Ingestor
+    from adminpanel.models import Flag
+    from gateway_bridge.events import RegistryEvent
+    from gateway_bridge.simgateway.server import SimGateway
+
+    event_latencies: list[float] = []
+
+    class TimedSupervisor(BridgeSupervisor):
+        def _apply(self, events: Sequence[RegistryEvent]) -> bool:
+            needs_snapshot = super()._apply(events)
+            committed = time.time()
+            event_latencies.extend(committed - e.at for e in events if e.kind != "snapshot")
+            return needs_snapshot
+
+    gateway = SimGateway(name="bench", profile="2026.5.28", token="bench-token")
+    await gateway.start()
+    thresholds = Thresholds(
+        stuck_after_s=STUCK_AFTER_S,
+        terminal_held_after_s=TERMINAL_HELD_AFTER_S,
+        waiter_unbounded_after_s=3600,
+        store_mismatch_after_s=3600,
+    )
+    supervisor = TimedSupervisor(
+        [GatewayTarget("bench", gateway.url, "bench-token")],
+        ingestor=Ingestor(thresholds=thresholds),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(supervisor.run(stop))
+    try:
+        await asyncio.sleep(1.0)  # connected, snapshot applied
+        keys = [f"agent:main:telegram:direct:bench-{n}" for n in range(SESSIONS)]
+        for key in keys:
+            gateway.send_inbound(key, f"please HANG {key}")
+            await asyncio.sleep(STAGGER_S)
+        await asyncio.sleep(0.5)
+        for key in keys[::2]:
+            gateway.abort(key)
+            await asyncio.sleep(STAGGER_S)
+        flags = sync_to_async(
+            lambda: list(
+                Flag.objects.filter(code__in=("terminal_but_held", "no_progress")).values_list(
+                    "since", "raised_at"
+                )
+            )
+        )
+        deadline = time.monotonic() + DEADLINE_S
+        rows: list[Any] = []
+        while time.monotonic() < deadline:
+            rows = await flags()
+            if len(rows) >= SESSIONS:
+                break
+            await asyncio.sleep(0.2)
+        if len(rows) < SESSIONS:
+            raise SystemExit(f"only {len(rows)} of {SESSIONS} flags appeared in {DEADLINE_S} s")
+        return [(raised - since).total_seconds() for since, raised in rows], event_latencies
+    finally:
+        stop.set()
+        await running
+        await gateway.stop()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="runboard-bench-") as workdir:
+        _setup_django(Path(workdir))
+        flag_s, event_s = asyncio.run(scenario())
+    p50, p99 = percentile(flag_s, 50) * 1000, percentile(flag_s, 99) * 1000
+    base_p99 = percentile(event_s, 99) * 1000
+    print(
+        json.dumps(
+            {
+                "metric": "flag_latency_ms",
+                "value": round(p99, 1),
+                "unit": "ms (p99)",
+                "p50": round(p50, 1),
+                "samples": len(flag_s),
+                "baseline": round(base_p99, 1),
+                "baseline_metric": "event_to_store_ms p99",
+                "baseline_p50": round(percentile(event_s, 50) * 1000, 1),
+                "ratio": round(p99 / base_p99, 2) if base_p99 else None,
+                "goal": "p99 <= 1000",
+            }
+        )
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
