@@ -369,7 +369,12 @@ class Bridge:
         await self._pump(client, queue)
 
     async def _pump(self, client: GatewayClient, queue: asyncio.Queue[_QueueItem]) -> None:
-        """Deliver buffered changes in batches until the connection closes or stop()."""
+        """Deliver buffered changes in batches until the connection closes or stop().
+
+        A batch goes out when it holds ``batch_max`` events or its first event
+        has waited ``batch_wait_s``: one sink call (one store transaction) per
+        batch instead of per event.
+        """
         loop = asyncio.get_running_loop()
         batch: list[RegistryEvent] = []
         deadline = 0.0
@@ -381,19 +386,23 @@ class Bridge:
                 await self._flush(client, batch)
                 batch = []
                 continue
+            # Take what is already waiting without a wait_for per event.
+            while not isinstance(item, _Marker):
+                event = self._decode(*item)
+                if event is not None:
+                    if not batch:
+                        deadline = loop.time() + self.batch_wait_s
+                    batch.append(event)
+                if len(batch) >= self.batch_max:
+                    await self._flush(client, batch)
+                    batch = []
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
             if isinstance(item, _Marker):
                 batch.extend(self._decode_queued(queue))
                 await self._flush(client, batch, may_resync=False)
                 return
-            event = self._decode(*item)
-            if event is None:
-                continue
-            if not batch:
-                deadline = loop.time() + self.batch_wait_s
-            batch.append(event)
-            if len(batch) >= self.batch_max:
-                await self._flush(client, batch)
-                batch = []
 
     def _decode(self, received_at: float, payload: Any) -> RegistryEvent | None:
         try:

@@ -149,7 +149,7 @@ async def test_a_frame_before_the_challenge_is_rejected_and_the_handshake_goes_o
     assert [e["event"] for e in logs].count("frame_rejected") == 2
 
 
-HOSTILE_FRAMES = [
+HOSTILE_FRAMES: list[str | bytes] = [
     "this is {not json",
     "x" * (1024 * 1024),
     json.dumps([1, 2, 3]),
@@ -342,12 +342,12 @@ async def test_ticks_keep_a_quiet_connection_alive() -> None:
             await ws.send(frames.encode_event("tick", {"ts": now_ms()}))
             await asyncio.sleep(0.05)
 
-    async with ScriptedGateway(ticking, tick_interval_ms=500) as gw:
+    async with ScriptedGateway(ticking, tick_interval_ms=300) as gw:
         client = client_for(gw)
         ticks: list[frames.Event] = []
         client.on_event = ticks.append
         await client.connect()
-        await until(lambda: len(ticks) >= 30)
+        await until(lambda: len(ticks) >= 16)
         still_open = not client.closed
         await client.close()
 
