@@ -85,7 +85,13 @@ class ConnectionState:
 
 @dataclass(frozen=True, slots=True)
 class ForceClearResult:
-    """A compare-and-clear's answer. ``current`` is the entry that made a refusal."""
+    """A compare-and-clear's answer.
+
+    Cleared: ``run_id`` is the run that was cleared, ``phase`` its phase and
+    ``seq`` the registry change that released it. Refused: ``reason`` is
+    ``owner_changed`` (``current`` is the entry that holds the lock now) or
+    ``not_locked`` (``current`` is None); ``run_id`` is "".
+    """
 
     cleared: bool
     session_key: str
@@ -328,6 +334,9 @@ class Bridge:
         stop = asyncio.create_task(self._stopping.wait())
         try:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            work.cancel()  # we were cancelled ourselves: leave nothing running behind
+            raise
         finally:
             stop.cancel()
         if work.done():
