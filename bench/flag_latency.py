@@ -1,4 +1,4 @@
-"""flag_latency_ms: from a rule's condition becoming true in the simulated gateway to the flag in the store.
+"""flag_latency_ms: from a rule's condition becoming true in the gateway to the flag in the store.
 
 A real simulated gateway (2026.5.28 profile) on loopback, the real bridge and
 ingest, the detect tick at its default period. Sessions are made to hang
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
