@@ -89,14 +89,11 @@ class BridgeSupervisor:
         result = self.ingestor.apply(events)
         return result.needs_snapshot
 
-    def _tick(self) -> bool:
-        """Mirror connection states, re-run the rules; True when a gap is waiting for a snapshot."""
-        states, self._states = self._states, {}
-        for gateway, state in states.items():
-            self.ingestor.record_connection(gateway, state)
+    def _tick(self) -> set[str]:
+        """Mirror connection states, re-run the rules; return gateways with an overdue gap."""
+        self._flush_states()
         self.ingestor.tick()
-        # An empty apply checks held-back events against the reorder wait.
-        return self.ingestor.apply([]).needs_snapshot
+        return self.ingestor.gaps_overdue()
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("bridges_started", gateways=[b.gateway for b in self.bridges])
@@ -106,16 +103,16 @@ class BridgeSupervisor:
         tick = sync_to_async(self._tick, thread_sensitive=True)
         try:
             while not stop.is_set():
-                if await tick():
-                    await self._resync_all()
+                if overdue := await tick():
+                    await self._resync(overdue)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.RUNBOARD_DETECT_TICK_S)
         finally:
             await self.stop()
 
-    async def _resync_all(self) -> None:
-        """A gap outlived the reorder wait: reconcile every connected gateway from a snapshot."""
-        for bridge in self.bridges:
+    async def _resync(self, gateways: set[str]) -> None:
+        """A gap outlived the reorder wait: reconcile those gateways from a fresh snapshot."""
+        for bridge in (b for b in self.bridges if b.gateway in gateways):
             try:
                 snapshot = await bridge.snapshot()
             except GatewayError as exc:
