@@ -23,17 +23,17 @@ and PostgreSQL.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import Q
 
 from adminpanel import detect
 from adminpanel.models import (
@@ -245,12 +245,6 @@ class _Waiter:
 
 
 SESSION_LOAD = tuple(f.name for f in fields(_Session))
-_SESSION_COLUMNS = (
-    "id",
-    "gateway_id",
-    "session_key",
-    *SESSION_LOAD[3:],
-)
 SESSION_WRITE = (
     "session_id",
     "store_status",
@@ -267,43 +261,72 @@ SESSION_WRITE = (
     "updated_at",
 )
 RUN_WRITE = tuple(f.name for f in fields(_Run))[1:]
-_RUN_COLUMNS = ("id", "gateway_id", "session_id", *RUN_WRITE[2:])
 WAITER_WRITE = tuple(f.name for f in fields(_Waiter))[1:]
-_WAITER_COLUMNS = ("id", "session_id", *WAITER_WRITE[1:])
 
 
-def _ts(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
-def _from_row(cls: type, row: tuple[Any, ...]) -> Any:
-    return cls(*(_ts(v) if isinstance(v, datetime) else v for v in row))
-
-
-# --- Writing: a few executemany statements per batch --------------------------------
+_EPOCH = datetime(1970, 1, 1)
 
 
 def _datetime_adapter() -> Callable[[float | None], Any]:
     """Epoch seconds → what the backend stores, without a model round trip per value."""
     if connection.vendor == "sqlite":
-        # Django's SQLite backend stores naive UTC text; str() is its exact format.
-        def to_sqlite(ts: float | None) -> str | None:
-            if ts is None:
-                return None
-            return str(datetime.fromtimestamp(ts, UTC).replace(tzinfo=None))
+        return _sqlite_text
+    return _aware
 
-        return to_sqlite
 
-    def to_aware(ts: float | None) -> datetime | None:
-        return None if ts is None else datetime.fromtimestamp(ts, UTC)
+def _datetime_reader() -> Callable[[Any], float]:
+    """A stored datetime → epoch seconds (SQLite hands back its text, PostgreSQL a datetime)."""
+    if connection.vendor == "sqlite":
+        return _sqlite_seconds
+    return lambda value: value.timestamp()
 
-    return to_aware
+
+def _sqlite_seconds(value: str | datetime) -> float:
+    """Naive UTC, as text or as sqlite3's own parse of it; never Django's regex parser."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return (value - _EPOCH).total_seconds()
+
+
+_SECOND_TEXT: dict[int, str] = {}
+
+
+def _sqlite_text(ts: float | None) -> str | None:
+    """Django's SQLite datetime text (``str()`` of a naive UTC datetime), cached per second.
+
+    Formatting a datetime costs microseconds and every event has two; events
+    arrive in time order, so the whole-second part is nearly always cached.
+    """
+    if ts is None:
+        return None
+    sec = math.floor(ts)
+    micro = round((ts - sec) * 1_000_000)
+    if micro >= 1_000_000:
+        sec, micro = sec + 1, 0
+    prefix = _SECOND_TEXT.get(sec)
+    if prefix is None:
+        if len(_SECOND_TEXT) > 100_000:
+            _SECOND_TEXT.clear()
+        prefix = _SECOND_TEXT[sec] = str(_EPOCH + timedelta(seconds=sec))
+    return prefix if micro == 0 else f"{prefix}.{micro:06d}"
 
 
 def _json_adapter() -> Callable[[Any], Any]:
     if connection.vendor == "sqlite":
         return json.dumps
     return lambda value: connection.ops.adapt_json_value(value, None)
+
+
+def _json_reader(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _in(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
+    """``column IN (%s, ...)``; an always-false condition for no values."""
+    params = list(values)
+    if not params:
+        return "1 = 0", []
+    return f"{column} IN ({', '.join(['%s'] * len(params))})", params
 
 
 class _Table:
@@ -323,6 +346,33 @@ class _Table:
             if isinstance(f, models.JSONField)
             else None
             for f in self.fields
+        ]
+
+        reader = _datetime_reader()
+        self.readers: list[Callable[[Any], Any] | None] = [
+            reader
+            if isinstance(f, models.DateTimeField)
+            else _json_reader
+            if isinstance(f, models.JSONField)
+            else bool
+            if isinstance(f, models.BooleanField)
+            else None
+            for f in self.fields
+        ]
+
+    def select(self, where: str, params: Sequence[Any]) -> list[list[Any]]:
+        """Rows as lists in ``names`` order, times as epoch seconds."""
+        sql = f"SELECT {', '.join(self.columns)} FROM {self.table} WHERE {where}"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        readers = self.readers
+        return [
+            [
+                r(v) if r is not None and v is not None else v
+                for r, v in zip(readers, row, strict=True)
+            ]
+            for row in rows
         ]
 
     def adapt(self, values: Iterable[Any]) -> list[Any]:
@@ -351,6 +401,12 @@ class _Tables:
     """Built lazily once per Ingestor: the connection's vendor decides the adapters."""
 
     def __init__(self) -> None:
+        self.session_read = _Table(Session, ("id", "gateway", "session_key", *SESSION_LOAD[3:]))
+        self.run_read = _Table(Run, ("id", "gateway", "session", *RUN_WRITE[2:]))
+        self.waiter_read = _Table(Waiter, ("id", "session", *WAITER_WRITE[1:]))
+        self.skip_read = _Table(DispatchSkip, ("session", "kind", "at"))
+        self.run_started_read = _Table(Run, ("session", "started_at"))
+        self.flag_read = _Table(Flag, ("id", "session", "code", "severity", "details"))
         self.session = _Table(Session, SESSION_WRITE)
         self.session_flags = _Table(Session, ("flag_count", "worst_severity"))
         self.run = _Table(Run, ("gateway", "session", *RUN_WRITE[2:]))
@@ -450,10 +506,11 @@ class _Batch:
         self._load_waiters([s.pk for s in self.by_pk.values() if s.gateway_pk == gw.pk])
 
     def _load_sessions(self, gw: _GatewayRow, keys: set[str], whole: bool) -> None:
-        query = Q(session_key__in=keys)
+        where, params = _in("session_key", keys)
         if whole:
-            query |= Q(locked=True) | Q(waiter_count__gt=0)
-        self._add_sessions(Session.objects.filter(query, gateway_id=gw.pk))
+            where = f"({where} OR locked = %s OR waiter_count > 0)"
+            params.append(True)
+        self._add_sessions(f"gateway_id = %s AND {where}", [gw.pk, *params])
         missing = [k for k in keys if (gw.pk, k) not in self.sessions]
         if missing:
             # Few per batch once a gateway is known, so the ORM's defaults are worth it here.
@@ -464,29 +521,30 @@ class _Batch:
                     for a, c in [parse_session_key(k)]
                 ]
             )
-            self._add_sessions(Session.objects.filter(gateway_id=gw.pk, session_key__in=missing))
+            where, params = _in("session_key", missing)
+            self._add_sessions(f"gateway_id = %s AND {where}", [gw.pk, *params])
 
-    def _add_sessions(self, queryset: models.QuerySet[Session]) -> None:
-        for row in queryset.values_list(*_SESSION_COLUMNS):
-            s: _Session = _from_row(_Session, row)
+    def _add_sessions(self, where: str, params: Sequence[Any]) -> None:
+        for row in self.t.session_read.select(where, params):
+            s = _Session(*row)
             self.sessions[(s.gateway_pk, s.key)] = s
             self.by_pk[s.pk] = s
 
     def _load_runs(self, gw: _GatewayRow, run_ids: set[str], whole: bool) -> None:
-        query = Q(run_id__in=run_ids)
+        where, params = _in("run_id", run_ids)
         if whole:
-            query |= Q(released_at__isnull=True)
-        for row in Run.objects.filter(query, gateway_id=gw.pk).values_list(*_RUN_COLUMNS):
-            run: _Run = _from_row(_Run, row)
+            where = f"({where} OR released_at IS NULL)"
+        for row in self.t.run_read.select(f"gateway_id = %s AND {where}", [gw.pk, *params]):
+            run = _Run(*row)
             self.runs[(run.gateway_pk, run.run_id)] = run
         orphans = {r.session_pk for r in self.runs.values()} - self.by_pk.keys()
         if orphans:  # open runs of sessions no longer shown as locked
-            self._add_sessions(Session.objects.filter(pk__in=orphans))
+            self._add_sessions(*_in("id", orphans))
 
     def _load_waiters(self, session_pks: list[int]) -> None:
-        rows = Waiter.objects.filter(session_id__in=session_pks, resolved_at__isnull=True)
-        for row in rows.values_list(*_WAITER_COLUMNS):
-            w: _Waiter = _from_row(_Waiter, row)
+        where, params = _in("session_id", session_pks)
+        for row in self.t.waiter_read.select(f"{where} AND resolved_at IS NULL", params):
+            w = _Waiter(*row)
             self.waiters[w.session_pk][(w.boot_id, w.waiter_id)] = w
 
     # Lookups used while applying -------------------------------------------------------
@@ -979,32 +1037,31 @@ class _FlagWriter:
         self, pks: list[int], now: float
     ) -> tuple[dict[int, list[float]], dict[int, list[tuple[float, str]]]]:
         skip_w, alt_w = detect.windows(self.th)
-        horizon = datetime.fromtimestamp(now - max(skip_w, alt_w), UTC)
         skips: dict[int, list[float]] = defaultdict(list)
         outcomes: dict[int, list[tuple[float, str]]] = defaultdict(list)
-        rows = DispatchSkip.objects.filter(session_id__in=pks, at__gte=horizon)
-        for session_pk, kind, at in rows.values_list("session_id", "kind", "at"):
-            t = at.timestamp()
+        where, params = _in("session_id", pks)
+        dt = self.t.dt
+        for session_pk, kind, t in self.t.skip_read.select(
+            f"{where} AND at >= %s", [*params, dt(now - max(skip_w, alt_w))]
+        ):
             if kind == "skip" and now - t <= skip_w:
                 skips[session_pk].append(t)
             elif kind == "drain_failed" and now - t <= alt_w:
                 outcomes[session_pk].append((t, "drain_failed"))
-        alt_horizon = datetime.fromtimestamp(now - alt_w, UTC)
-        runs = Run.objects.filter(
-            session_id__in=pks, started_at__gte=alt_horizon, turn_kind__in=ADMISSION_TURN_KINDS
-        )
-        for session_pk, started in runs.values_list("session_id", "started_at"):
-            outcomes[session_pk].append((started.timestamp(), "ok"))
+        kinds, kind_params = _in("turn_kind", ADMISSION_TURN_KINDS)
+        for session_pk, started in self.t.run_started_read.select(
+            f"{where} AND started_at >= %s AND {kinds}", [*params, dt(now - alt_w), *kind_params]
+        ):
+            outcomes[session_pk].append((started, "ok"))
         for items in outcomes.values():
             items.sort()
         return skips, outcomes
 
-    @staticmethod
-    def _active_flags(pks: list[int]) -> dict[int, dict[str, tuple[int, str, dict[str, Any]]]]:
-        active: dict[int, dict[str, tuple[int, str, dict[str, Any]]]] = defaultdict(dict)
-        rows = Flag.objects.filter(session_id__in=pks, cleared_at__isnull=True)
-        for pk, session_pk, code, severity, details in rows.values_list(
-            "id", "session_id", "code", "severity", "details"
+    def _active_flags(self, pks: list[int]) -> dict[int, dict[str, tuple[int, str, Any]]]:
+        active: dict[int, dict[str, tuple[int, str, Any]]] = defaultdict(dict)
+        where, params = _in("session_id", pks)
+        for pk, session_pk, code, severity, details in self.t.flag_read.select(
+            f"{where} AND cleared_at IS NULL", params
         ):
             active[session_pk][code] = (pk, severity, details)
         return active
@@ -1142,12 +1199,14 @@ class Ingestor:
         """Re-run the rules on every session that could carry a flag; a few queries in all."""
         now = self.clock() if now is None else now
         skip_w, alt_w = detect.windows(self.thresholds)
-        horizon = datetime.fromtimestamp(now - max(skip_w, alt_w), UTC)
-        recent = DispatchSkip.objects.filter(at__gte=horizon).values("session_id")
-        query = Q(locked=True) | Q(waiter_count__gt=0) | Q(flag_count__gt=0) | Q(pk__in=recent)
+        skips = connection.ops.quote_name(DispatchSkip._meta.db_table)
+        where = (
+            "locked = %s OR waiter_count > 0 OR flag_count > 0 "
+            f"OR id IN (SELECT session_id FROM {skips} WHERE at >= %s)"
+        )
         with transaction.atomic():
             batch = _Batch(self.tables)
-            batch._add_sessions(Session.objects.filter(query))
+            batch._add_sessions(where, [True, self.tables.dt(now - max(skip_w, alt_w))])
             if not batch.by_pk:
                 return set()
             batch._load_waiters(list(batch.by_pk))
