@@ -300,7 +300,7 @@ def _sqlite_text(ts: float | None) -> str | None:
     if ts is None:
         return None
     sec = math.floor(ts)
-    micro = round((ts - sec) * 1_000_000)
+    micro = int((ts - sec) * 1_000_000 + 0.5)
     if micro >= 1_000_000:
         sec, micro = sec + 1, 0
     prefix = _SECOND_TEXT.get(sec)
@@ -348,6 +348,14 @@ class _Table:
             for f in self.fields
         ]
 
+        # On SQLite a bare datetime column goes through Django's regex converter on
+        # fetch; an expression has no declared type, so it arrives as plain text.
+        self.selected = [
+            f"CAST({c} AS TEXT)"
+            if connection.vendor == "sqlite" and isinstance(f, models.DateTimeField)
+            else c
+            for c, f in zip(self.columns, self.fields, strict=True)
+        ]
         reader = _datetime_reader()
         self.readers: list[Callable[[Any], Any] | None] = [
             reader
@@ -362,7 +370,7 @@ class _Table:
 
     def select(self, where: str, params: Sequence[Any]) -> list[list[Any]]:
         """Rows as lists in ``names`` order, times as epoch seconds."""
-        sql = f"SELECT {', '.join(self.columns)} FROM {self.table} WHERE {where}"
+        sql = f"SELECT {', '.join(self.selected)} FROM {self.table} WHERE {where}"
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -1042,15 +1050,20 @@ class _FlagWriter:
         where, params = _in("session_id", pks)
         dt = self.t.dt
         for session_pk, kind, t in self.t.skip_read.select(
-            f"{where} AND at >= %s", [*params, dt(now - max(skip_w, alt_w))]
+            f"{where} AND ((kind = %s AND at >= %s) OR (kind = %s AND at >= %s))",
+            [*params, "skip", dt(now - skip_w), "drain_failed", dt(now - alt_w)],
         ):
-            if kind == "skip" and now - t <= skip_w:
+            if kind == "skip":
                 skips[session_pk].append(t)
-            elif kind == "drain_failed" and now - t <= alt_w:
+            else:
                 outcomes[session_pk].append((t, "drain_failed"))
+        # Admissions only matter next to a drain failure (the alternating pattern), so
+        # they are read only for those sessions: most sessions have none.
+        failing, failing_params = _in("session_id", outcomes)
         kinds, kind_params = _in("turn_kind", ADMISSION_TURN_KINDS)
         for session_pk, started in self.t.run_started_read.select(
-            f"{where} AND started_at >= %s AND {kinds}", [*params, dt(now - alt_w), *kind_params]
+            f"{failing} AND started_at >= %s AND {kinds}",
+            [*failing_params, dt(now - alt_w), *kind_params],
         ):
             outcomes[session_pk].append((started, "ok"))
         for items in outcomes.values():

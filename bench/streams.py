@@ -75,7 +75,14 @@ class StreamBuilder:
     """Emits a clean stream: strictly increasing seq per boot, events in order."""
 
     def __init__(
-        self, *, gateway: str, sessions: int, seed: int, mean_gap_s: float, start_at: float
+        self,
+        *,
+        gateway: str,
+        sessions: int,
+        seed: int,
+        mean_gap_s: float,
+        start_at: float,
+        leak_rate: float = 0.5,
     ) -> None:
         self.rng = random.Random(seed)
         self.gateway = gateway
@@ -86,6 +93,7 @@ class StreamBuilder:
         self.boot_id = ""
         self.seq = 0
         self.counter = 0
+        self.leak_rate = leak_rate
         self.muted = False  # the bridge is not listening: changes happen unseen
         self.events: list[RegistryEvent] = []
 
@@ -175,7 +183,9 @@ class StreamBuilder:
     def step(self) -> None:
         k = self.rng.choice(self.keys)
         if k.lock is None:
-            self._acquire(k)
+            # Most sessions are idle most of the time: a new message is not due yet.
+            if self.rng.random() < 0.3:
+                self._acquire(k)
         elif k.lock.leaked:
             self._while_leaked(k)
         elif k.lock.result:
@@ -243,7 +253,7 @@ class StreamBuilder:
             code=code[lock.result],
         )
         # The seeds' leak: an aborted running operation never reaches its clear step.
-        lock.leaked = lock.result == "aborted" and self.rng.random() < 0.5
+        lock.leaked = lock.result == "aborted" and self.rng.random() < self.leak_rate
 
     def _wait(self, k: _Key) -> None:
         lock = k.lock
@@ -317,14 +327,21 @@ def generate(
     seed: int = 1,
     mean_gap_s: float = 0.005,
     start_at: float = START_AT,
+    leak_rate: float = 0.5,
 ) -> list[RegistryEvent]:
     """A clean stream: ``steps`` registry changes split over ``restarts + 1`` boots.
 
     ``missed_stretches`` times, a few changes go unseen and a snapshot follows.
+    ``leak_rate``: the share of aborted runs that never release their lock.
     Changes emit one or more events each, so the stream is longer than ``steps``.
     """
     b = StreamBuilder(
-        gateway=gateway, sessions=sessions, seed=seed, mean_gap_s=mean_gap_s, start_at=start_at
+        gateway=gateway,
+        sessions=sessions,
+        seed=seed,
+        mean_gap_s=mean_gap_s,
+        start_at=start_at,
+        leak_rate=leak_rate,
     )
     boots = restarts + 1
     per_boot = max(1, steps // boots)
@@ -396,10 +413,22 @@ def load(path: Path) -> list[RegistryEvent]:
 
 
 def recorded_stream(
-    name: str = "ingest-200k-1000s-v1", *, count: int = 200_000, sessions: int = 1000
+    name: str = "ingest-200k-1000s-v2", *, count: int = 200_000, sessions: int = 1000
 ) -> list[RegistryEvent]:
-    """The benchmark's stream: generated once, then replayed from ``var/bench/``."""
+    """The benchmark's stream: generated once, then replayed from ``var/bench/``.
+
+    A production-like mix: a few percent of aborted runs leak (the seeds' bug is
+    rare per run but piles up per session), one restart, one missed stretch.
+    """
     path = BENCH_DIR / f"{name}.jsonl"
     if not path.exists():
-        save(generate_events(count, sessions=sessions, seed=20260528, restarts=1), path)
+        events = generate_events(
+            count,
+            sessions=sessions,
+            seed=20260528,
+            restarts=1,
+            missed_stretches=1,
+            leak_rate=0.05,
+        )
+        save(events, path)
     return load(path)
