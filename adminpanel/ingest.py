@@ -337,7 +337,10 @@ class _Table:
         self.table = connection.ops.quote_name(meta.db_table)
         self.names = tuple(names)
         self.fields = [meta.get_field(n) for n in names]
-        self.columns = [connection.ops.quote_name(f.column) for f in self.fields]  # type: ignore[union-attr]
+        self.columns = [
+            connection.ops.quote_name(str(getattr(f, "column", n)))
+            for f, n in zip(self.fields, names, strict=True)
+        ]
         dt, js = _datetime_adapter(), _json_adapter()
         self.adapters: list[Callable[[Any], Any] | None] = [
             dt
@@ -386,11 +389,15 @@ class _Table:
     def adapt(self, values: Iterable[Any]) -> list[Any]:
         return [a(v) if a is not None else v for a, v in zip(self.adapters, values, strict=True)]
 
-    def insert(self, rows: Sequence[Sequence[Any]], *, adapted: bool = False) -> None:
+    def insert(
+        self, rows: Sequence[Sequence[Any]], *, adapted: bool = False, skip_existing: bool = False
+    ) -> None:
         if not rows:
             return
         marks = ", ".join(["%s"] * len(self.columns))
         sql = f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks})"
+        if skip_existing:  # same syntax on SQLite >= 3.24 and PostgreSQL
+            sql += " ON CONFLICT DO NOTHING"
         params = rows if adapted else [self.adapt(r) for r in rows]
         with connection.cursor() as cursor:
             cursor.executemany(sql, params)
@@ -527,7 +534,8 @@ class _Batch:
                     Session(gateway_id=gw.pk, session_key=k, agent=a, channel=c)
                     for k in missing
                     for a, c in [parse_session_key(k)]
-                ]
+                ],
+                ignore_conflicts=True,
             )
             where, params = _in("session_key", missing)
             self._add_sessions(f"gateway_id = %s AND {where}", [gw.pk, *params])
@@ -573,9 +581,6 @@ class _Batch:
         self.dirty_runs[(gw.pk, run_id)] = run
         return run
 
-    def open_waiters(self, s: _Session) -> dict[tuple[str, str], _Waiter]:
-        return self.waiters[s.pk]
-
     def resolve_waiter(self, w: _Waiter, at: float, outcome: str) -> None:
         w.resolved_at, w.outcome = at, outcome
         self.dirty_waiters.append(w)
@@ -586,7 +591,8 @@ class _Batch:
         self._write_sessions()
         self._write_runs()
         self._write_waiters()
-        self.t.timeline.insert(self.timeline, adapted=True)
+        # Skipping existing rows keeps ingest alive if someone rewound the cursor.
+        self.t.timeline.insert(self.timeline, adapted=True, skip_existing=True)
         self.t.skip.insert(self.skips)
 
     def _write_sessions(self) -> None:
@@ -601,7 +607,10 @@ class _Batch:
         new, old = [], []
         for run in self.dirty_runs.values():
             values = [getattr(run, n) for n in RUN_WRITE]
-            (old.append((run.pk, values)) if run.pk is not None else new.append(values))
+            if run.pk is None:
+                new.append(values)
+            else:
+                old.append((run.pk, values))
         self.t.run.insert(new)
         self.t.run.update(old)
 
@@ -612,8 +621,12 @@ class _Batch:
                 continue
             seen.add(id(w))
             values = [getattr(w, n) for n in WAITER_WRITE]
-            (old.append((w.pk, values)) if w.pk is not None else new.append(values))
-        self.t.waiter.insert(new)
+            if w.pk is None:
+                new.append(values)
+            else:
+                old.append((w.pk, values))
+        # A gateway that announces the same waiter twice must not fail the batch.
+        self.t.waiter.insert(new, skip_existing=True)
         self.t.waiter.update(old)
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -163,4 +162,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -233,5 +233,5 @@ def test_record_connection_mirrors_the_bridge_state_onto_a_new_gateway_row() -> 
     ingestor(Clock(T0)).record_connection("fresh", state)
     gw = Gateway.objects.get(name="fresh")
     assert (gw.status, gw.mode, gw.version, gw.reconnects) == ("connected", "plugin", "2026.9.6", 2)
-    assert gw.connected_since.timestamp() == T0 - 60
+    assert gw.connected_since is not None and gw.connected_since.timestamp() == T0 - 60
     assert gw.boot_id == ""  # the cursor only moves with applied events
