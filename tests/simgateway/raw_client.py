@@ -10,7 +10,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 
 SCOPES = ["operator.read", "operator.write", "operator.admin"]
-WAIT_S = 3.0  # generous upper bound, never a timing assertion
+WAIT_S = 3.0  # generous upper bounds, never timing assertions
+UNTIL_S = 10.0
 
 
 def connect_params(token: str, scopes: list[str] | None = None) -> dict[str, Any]:
@@ -67,7 +68,10 @@ class RawClient:
     async def registry_events_until(self, predicate: Any) -> list[dict[str, Any]]:
         """Registry payloads received so far and from now on, until one matches."""
         seen = [e["payload"] for e in self.events if e.get("event") == "runboard.registry"]
+        deadline = asyncio.get_running_loop().time() + UNTIL_S
         while not any(predicate(p) for p in seen):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no matching registry event in {UNTIL_S} s")
             frame = await self.recv()
             self.events.append(frame)
             if frame.get("event") == "runboard.registry":
