@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway_bridge.simgateway.registry import TEXT_CHARS, ms
 
@@ -70,7 +70,7 @@ class Params:
             if name not in allowed:
                 self.fail(f"unexpected property '{name}'")
 
-    def fail(self, problem: str) -> None:
+    def fail(self, problem: str) -> NoReturn:
         raise RequestError("INVALID_REQUEST", f"invalid {self.method} params: {problem}")
 
     def string(self, name: str, *, limit: int, required: bool = True) -> str | None:

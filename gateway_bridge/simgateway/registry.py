@@ -546,8 +546,12 @@ class ReplyRunRegistry:
         self._set_status(op.session_key, "killed")
         owner_resumes = not (op.plan is not None and op.plan.ignores_cancel)
         if owner_resumes and not self.profile.abort_running_leaks:
-            self._later(op, self.knobs.cancel_settle_s, lambda: self._clear(op, "normal"))
+            self._later(op, self.knobs.cancel_settle_s, lambda: self._owner_settled(op))
         return True
+
+    def _owner_settled(self, op: Operation) -> None:
+        """The cancelled owner's ``finally`` ran: it completes and clears the entry."""
+        self._clear(op, "normal")
 
     def force_clear(self, session_key: str, expect_run_id: str, reason: str) -> dict[str, Any]:
         """Compare-and-clear (docs/protocol.md §2): only if ``expect_run_id`` still owns the key."""

@@ -422,6 +422,6 @@ class SimGateway:
             return frames.encode_response(request.id, error=exc.as_error())
         except Exception:
             log.exception("sim_method_failed", gateway=self.name, method=request.method)
-            error = {"code": "UNAVAILABLE", "message": "internal error", "retryable": True}
-            return frames.encode_response(request.id, error=error)
+            internal = {"code": "UNAVAILABLE", "message": "internal error", "retryable": True}
+            return frames.encode_response(request.id, error=internal)
         return frames.encode_response(request.id, payload)
