@@ -12,6 +12,18 @@ The bridge hands batches of normalized events (``gateway_bridge.events``) to
 4. writes the result back with a handful of ``executemany`` statements;
 5. re-runs the flag rules (``adminpanel.detect``) on the touched sessions.
 
+Rules worth knowing when reading the store:
+
+- A snapshot at or below the cursor of the same boot is stale and ignored; a
+  newer one releases (``release_how="reconciled"``) every lock it does not list
+  and clears their waiters.
+- A new boot closes every run the old one held (``release_how="restart"``) and
+  clears its waiters; late events from a past boot are ignored.
+- Rows ingest inferred itself (``run_lost_at_restart``, ``lock_reconciled``)
+  sit on the timeline with ``seq`` NULL: the gateway never numbered them.
+- A flag that is still true keeps its row and its ``since``; its severity, why
+  and details are refreshed when severity or details change.
+
 Why not the ORM per event: at a few hundred events per second per gateway,
 one query per event would make the store the bottleneck and hold SQLite's
 write lock for the whole batch. Loading once and writing once keeps a batch
