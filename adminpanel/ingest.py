@@ -1020,9 +1020,12 @@ class _FlagWriter:
         changed: set[int] = set()
         summaries: list[tuple[int, list[Any]]] = []
         for s in sessions:
-            facts = _facts(s, waiters.get(s.pk, {}), skips.get(s.pk, ()), outcomes.get(s.pk, []))
-            findings = detect.evaluate(facts, now, self.th)
             flags = active.get(s.pk, {})
+            open_waiters = waiters.get(s.pk, {})
+            if not _may_need_flags(s, flags, open_waiters, s.pk in skips or s.pk in outcomes):
+                continue
+            facts = _facts(s, open_waiters, skips.get(s.pk, ()), outcomes.get(s.pk, []))
+            findings = detect.evaluate(facts, now, self.th)
             if self._diff(s.pk, findings, flags, now, inserts, updates, clears):
                 changed.add(s.pk)
             count, worst = len(findings), detect.worst_severity(findings)
@@ -1082,9 +1085,12 @@ class _FlagWriter:
                 skips[session_pk].append(t)
             else:
                 outcomes[session_pk].append((t, "drain_failed"))
-        # Admissions only matter next to a drain failure (the alternating pattern), so
-        # they are read only for those sessions: most sessions have none.
-        failing, failing_params = _in("session_id", outcomes)
+        # Admissions only matter where enough drain failures could make the alternating
+        # pattern, so they are read only for those sessions: most sessions have none.
+        enough = self.th.alternating_min_failures
+        failing, failing_params = _in(
+            "session_id", [pk for pk, failures in outcomes.items() if len(failures) >= enough]
+        )
         kinds, kind_params = _in("turn_kind", ADMISSION_TURN_KINDS)
         for session_pk, started in self.t.run_started_read.select(
             f"{failing} AND started_at >= %s AND {kinds}",
@@ -1103,6 +1109,15 @@ class _FlagWriter:
         ):
             active[session_pk][code] = (pk, severity, details)
         return active
+
+
+def _may_need_flags(
+    s: _Session, flags: dict[str, Any], waiters: dict[tuple[str, str], _Waiter], recent: bool
+) -> bool:
+    """Tick's criterion: an idle session with no waiters, skips or flags cannot be flagged."""
+    if s.locked or flags or s.flag_count or recent:
+        return True
+    return any(w.resolved_at is None for w in waiters.values())
 
 
 def _facts(
