@@ -73,15 +73,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+def env_url(
+    name: str, default: str, *, schemes: tuple[str, ...], hostless: tuple[str, ...] = ()
+) -> str:
+    """A URL with one of ``schemes``; a host is required except for ``hostless`` schemes."""
     value = os.environ.get(name) or default
     if not value:
         return value
     parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.hostname:
-        raise SettingError(
-            f"{name}={value!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
-        )
+    if parts.scheme not in schemes or not (parts.hostname or parts.scheme in hostless):
+        starts = " or ".join(s + "://" for s in schemes)
+        raise SettingError(f"{name}={value!r}: expected a URL starting with {starts}")
     return value
 
 

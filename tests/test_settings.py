@@ -66,3 +66,12 @@ def test_manage_py_stops_at_start_on_a_bad_setting_with_a_clear_message(tmp_path
     assert result.returncode == 2
     assert "RUNBOARD_STUCK_AFTER_S='two minutes': expected a number" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_sqlite_database_url_needs_no_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOARD_DATABASE_URL", "sqlite:////tmp/runboard.sqlite3")
+    url = env_url("RUNBOARD_DATABASE_URL", "", schemes=("sqlite", "postgres"), hostless=("sqlite",))
+    assert url == "sqlite:////tmp/runboard.sqlite3"
+    monkeypatch.setenv("RUNBOARD_DATABASE_URL", "postgres:///runboard")
+    with pytest.raises(SettingError, match="RUNBOARD_DATABASE_URL"):
+        env_url("RUNBOARD_DATABASE_URL", "", schemes=("sqlite", "postgres"), hostless=("sqlite",))

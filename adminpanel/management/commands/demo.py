@@ -108,7 +108,7 @@ def serve_with_bridges(port: int) -> None:
         stop.set()
         return defer.Deferred.fromFuture(running)
 
-    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[attr-defined,arg-type]
     log.info("web_server_starting", url=f"http://127.0.0.1:{port}/")
     daphne_server.Server(
         application=application,
