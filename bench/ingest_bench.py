@@ -82,7 +82,7 @@ def _sqlite_text(ts: float) -> str:
 
 def timeline_rows(events: Sequence[RegistryEvent]) -> list[tuple[Any, ...]]:
     """The rows ingest writes for ``events``, already in SQLite's storage form."""
-    from adminpanel.ingest import _event_data, _snapshot_data
+    from adminpanel.ingest.applier import _event_data, _snapshot_data
 
     sessions: dict[str, int] = {}
     rows = []

@@ -1,0 +1,212 @@
+"""Plain SQL for ingest: value adapters and readers, INSERT/UPDATE/SELECT per table."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection, models
+
+from adminpanel.ingest.rows import RUN_WRITE, SESSION_LOAD, SESSION_WRITE, WAITER_WRITE
+from adminpanel.models import DispatchSkip, Flag, Run, Session, TimelineEvent, Waiter
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _datetime_adapter() -> Callable[[float | None], Any]:
+    """Epoch seconds → what the backend stores, without a model round trip per value."""
+    if connection.vendor == "sqlite":
+        return _sqlite_text
+    return _aware
+
+
+def _datetime_reader() -> Callable[[Any], float]:
+    """A stored datetime → epoch seconds (SQLite hands back its text, PostgreSQL a datetime)."""
+    if connection.vendor == "sqlite":
+        return _sqlite_seconds
+    return lambda value: value.timestamp()
+
+
+def _sqlite_seconds(value: str | datetime) -> float:
+    """Naive UTC, as text or as sqlite3's own parse of it; never Django's regex parser."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return (value - _EPOCH).total_seconds()
+
+
+_SECOND_TEXT: dict[int, str] = {}
+
+
+def _sqlite_text(ts: float | None) -> str | None:
+    """Django's SQLite datetime text (``str()`` of a naive UTC datetime), cached per second.
+
+    Formatting a datetime costs microseconds and every event has two; events
+    arrive in time order, so the whole-second part is nearly always cached.
+    """
+    if ts is None:
+        return None
+    sec = math.floor(ts)
+    micro = int((ts - sec) * 1_000_000 + 0.5)
+    if micro >= 1_000_000:
+        sec, micro = sec + 1, 0
+    prefix = _SECOND_TEXT.get(sec)
+    if prefix is None:
+        if len(_SECOND_TEXT) > 100_000:
+            _SECOND_TEXT.clear()
+        prefix = _SECOND_TEXT[sec] = str(_EPOCH + timedelta(seconds=sec))
+    return prefix if micro == 0 else f"{prefix}.{micro:06d}"
+
+
+def _json_adapter() -> Callable[[Any], Any]:
+    if connection.vendor == "sqlite":
+        return json.dumps
+    return lambda value: connection.ops.adapt_json_value(value, None)
+
+
+def _json_reader(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _in(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
+    """``column IN (%s, ...)``; an always-false condition for no values."""
+    params = list(values)
+    if not params:
+        return "1 = 0", []
+    return f"{column} IN ({', '.join(['%s'] * len(params))})", params
+
+
+class _Table:
+    """Plain INSERT/UPDATE for one model, with per-column value adapters."""
+
+    def __init__(self, model: type[models.Model], names: Sequence[str]) -> None:
+        meta = model._meta
+        self.table = connection.ops.quote_name(meta.db_table)
+        self.names = tuple(names)
+        self.fields = [meta.get_field(n) for n in names]
+        self.columns = [
+            connection.ops.quote_name(str(getattr(f, "column", n)))
+            for f, n in zip(self.fields, names, strict=True)
+        ]
+        dt, js = _datetime_adapter(), _json_adapter()
+        self.adapters: list[Callable[[Any], Any] | None] = [
+            dt
+            if isinstance(f, models.DateTimeField)
+            else js
+            if isinstance(f, models.JSONField)
+            else None
+            for f in self.fields
+        ]
+
+        # On SQLite a bare datetime column goes through Django's regex converter on
+        # fetch; an expression has no declared type, so it arrives as plain text.
+        self.selected = [
+            f"CAST({c} AS TEXT)"
+            if connection.vendor == "sqlite" and isinstance(f, models.DateTimeField)
+            else c
+            for c, f in zip(self.columns, self.fields, strict=True)
+        ]
+        reader = _datetime_reader()
+        self.readers: list[Callable[[Any], Any] | None] = [
+            reader
+            if isinstance(f, models.DateTimeField)
+            else _json_reader
+            if isinstance(f, models.JSONField)
+            else bool
+            if isinstance(f, models.BooleanField)
+            else None
+            for f in self.fields
+        ]
+
+    def select(self, where: str, params: Sequence[Any]) -> list[list[Any]]:
+        """Rows as lists in ``names`` order, times as epoch seconds."""
+        sql = f"SELECT {', '.join(self.selected)} FROM {self.table} WHERE {where}"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        readers = self.readers
+        return [
+            [
+                r(v) if r is not None and v is not None else v
+                for r, v in zip(readers, row, strict=True)
+            ]
+            for row in rows
+        ]
+
+    def adapt(self, values: Iterable[Any]) -> list[Any]:
+        return [a(v) if a is not None else v for a, v in zip(self.adapters, values, strict=True)]
+
+    def insert(
+        self, rows: Sequence[Sequence[Any]], *, adapted: bool = False, skip_existing: bool = False
+    ) -> None:
+        if not rows:
+            return
+        marks = ", ".join(["%s"] * len(self.columns))
+        sql = f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks})"
+        if skip_existing:  # same syntax on SQLite >= 3.24 and PostgreSQL
+            sql += " ON CONFLICT DO NOTHING"
+        params = rows if adapted else [self.adapt(r) for r in rows]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+
+    def update(self, rows: Sequence[tuple[int, Sequence[Any]]]) -> None:
+        """``rows``: (primary key, values in ``names`` order)."""
+        if not rows:
+            return
+        sets = ", ".join(f"{c} = %s" for c in self.columns)
+        sql = f"UPDATE {self.table} SET {sets} WHERE {connection.ops.quote_name('id')} = %s"
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, [[*self.adapt(values), pk] for pk, values in rows])
+
+
+class _Tables:
+    """Built lazily once per Ingestor: the connection's vendor decides the adapters."""
+
+    def __init__(self) -> None:
+        self.session_read = _Table(Session, ("id", "gateway", "session_key", *SESSION_LOAD[3:]))
+        self.run_read = _Table(Run, ("id", "gateway", "session", *RUN_WRITE[2:]))
+        self.waiter_read = _Table(Waiter, ("id", "session", *WAITER_WRITE[1:]))
+        self.skip_read = _Table(DispatchSkip, ("session", "kind", "at"))
+        self.run_started_read = _Table(Run, ("session", "started_at"))
+        self.flag_read = _Table(Flag, ("id", "session", "code", "severity", "details"))
+        self.session = _Table(Session, SESSION_WRITE)
+        self.session_flags = _Table(Session, ("flag_count", "worst_severity"))
+        self.run = _Table(Run, ("gateway", "session", *RUN_WRITE[2:]))
+        self.waiter = _Table(Waiter, ("session", *WAITER_WRITE[1:]))
+        self.timeline = _Table(
+            TimelineEvent,
+            ("gateway", "session", "boot_id", "seq", "kind", "at", "received_at", "run_id", "data"),
+        )
+        self.skip = _Table(
+            DispatchSkip,
+            (
+                "gateway",
+                "session",
+                "kind",
+                "reason",
+                "error",
+                "at",
+                "blocking_run_id",
+                "message_id",
+                "preview",
+                "text",
+                "boot_id",
+                "seq",
+            ),
+        )
+        self.flag = _Table(
+            Flag,
+            ("session", "code", "severity", "why", "since", "details", "raised_at", "cleared_at"),
+        )
+        self.flag_update = _Table(Flag, ("severity", "why", "details"))
+        self.flag_clear = _Table(Flag, ("cleared_at",))
+        self.dt = _datetime_adapter()
+        self.js = _json_adapter()
+
+
+def _aware(value: float | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromtimestamp(value, UTC)
