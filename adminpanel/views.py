@@ -18,6 +18,7 @@ from gateway_bridge.events import PHASES
 
 PAGE_SIZE = 50
 TIMELINE_LIMIT = 200
+SKIPS_LIMIT = 50
 
 
 def _active_flags() -> Prefetch[Any]:
@@ -78,7 +79,15 @@ def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     for event in timeline:
         event.data_summary = _summary(event.data)  # type: ignore[attr-defined]
-    context = {"session": session, "flags": flags, "timeline": timeline}
+    waiting = session.waiters.filter(resolved_at__isnull=True).order_by("since")
+    skipped = session.skips.order_by("-at")[:SKIPS_LIMIT]
+    context = {
+        "session": session,
+        "flags": flags,
+        "waiting": waiting,
+        "skipped": skipped,
+        "timeline": timeline,
+    }
     return render(request, "adminpanel/session_detail.html", _common(context))
 
 

@@ -14,7 +14,13 @@ from django.test.utils import CaptureQueriesContext
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Session
-from gateway_bridge.events import GatewayStarted, LockAcquired, RegistryEvent, RunEnded
+from gateway_bridge.events import (
+    GatewayStarted,
+    LockAcquired,
+    RegistryEvent,
+    RunEnded,
+    WaiterAdded,
+)
 
 T0 = 1_800_000_000.0
 NOW = T0 + 60
@@ -134,3 +140,17 @@ def test_the_gateways_page_shows_the_ingest_cursor(viewer: Client) -> None:
     page = viewer.get("/gateways/").content.decode()
     assert "gw-a" in page
     assert "2026.5.28" in page
+
+
+def test_the_session_page_lists_the_messages_waiting_forever(viewer: Client) -> None:
+    stream = Stream()
+    key = "agent:main:telegram:direct:0"
+    events = [
+        *locked_sessions(stream, 1),
+        stream(WaiterAdded, T0 + 2, session_key=key, waiter_id="w1", message_preview="hello?"),
+    ]
+    ingest(iter(events))
+    session = Session.objects.get()
+    page = viewer.get(f"/sessions/{session.pk}/").content.decode()
+    assert "hello?" in page
+    assert "waits forever" in page

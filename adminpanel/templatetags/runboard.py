@@ -1,0 +1,27 @@
+"""Template filters for Runboard's pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def age(since: datetime | None, now: datetime) -> str:
+    """Seconds-precise, compact age: ``42 s``, ``3 min 12 s``, ``2 h 5 min``, ``3 d 4 h``."""
+    if since is None:
+        return "\u2013"  # an en dash: no value
+    seconds = max(0, int((now - since).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
