@@ -12,6 +12,7 @@ store and passes ``now``; tests do the same with plain values.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -89,8 +90,9 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _age(now: float, then: float | None) -> float:
-    return 0.0 if then is None else max(0.0, now - then)
+def _clock(ts: float) -> str:
+    """An absolute time: a flag's why is written once, so it must not say "N s ago"."""
+    return time.strftime("%H:%M:%S UTC", time.gmtime(ts))
 
 
 def _seconds(value: float) -> str:
@@ -112,7 +114,7 @@ def terminal_but_held(f: SessionFacts, now: float, th: Thresholds) -> Finding | 
         code="terminal_but_held",
         severity=CRITICAL,
         why=(
-            f"Run {f.run_id} ended {f.result} {_seconds(now - f.ended_at)} ago but still holds "
+            f"Run {f.run_id} ended {f.result} at {_clock(f.ended_at)} but still holds "
             "the session's lock: new messages for this session will wait or be dropped "
             "until the lock is cleared."
         ),
@@ -136,8 +138,8 @@ def no_progress(f: SessionFacts, now: float, th: Thresholds) -> Finding | None:
         code="no_progress",
         severity=CRITICAL if f.waiters else WARNING,
         why=(
-            f"Run {f.run_id} has made no progress in phase {f.phase or 'unknown'} for "
-            f"{_seconds(now - last)} (threshold {_seconds(limit)})"
+            f"Run {f.run_id} has made no progress in phase {f.phase or 'unknown'} since "
+            f"{_clock(last)} (threshold {_seconds(limit)})"
             + (f"; {len(f.waiters)} message(s) are waiting behind it." if f.waiters else ".")
         ),
         since=since,
@@ -158,7 +160,7 @@ def unbounded_waiter(f: SessionFacts, now: float, th: Thresholds) -> Finding | N
         code="unbounded_waiter",
         severity=WARNING,
         why=(
-            f"{len(unbounded)} message(s) have waited up to {_seconds(now - oldest)} for this "
+            f"{len(unbounded)} message(s) have waited since {_clock(oldest)} for this "
             "session's lock with no timeout; this gateway build never gives up on them."
         ),
         since=since,

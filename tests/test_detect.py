@@ -137,3 +137,10 @@ def test_worst_severity_picks_critical_over_warning() -> None:
     facts = locked(phase="aborted", result="aborted", ended_at=T0, store_status="done")
     assert worst_severity(evaluate(facts, T0 + 60, TH)) == CRITICAL
     assert worst_severity([]) == ""
+
+
+def test_a_flags_why_names_absolute_times_so_it_does_not_go_stale() -> None:
+    facts = locked(phase="aborted", result="aborted", ended_at=T0, store_status="running")
+    [finding] = evaluate(facts, T0 + 60, TH)
+    assert "ago" not in finding.why
+    assert "UTC" in finding.why
