@@ -221,34 +221,23 @@ class _Applier:
         return s
 
     def dispatch_skipped(self, ev: DispatchSkipped) -> _Session:
-        s = self.b.session(self.gw, ev.session_key, ev.at)
-        self.b.skips.append(
-            (
-                self.gw.pk,
-                s.pk,
-                "skip",
-                ev.reason,
-                "",
-                ev.at,
-                ev.blocking_run_id,
-                ev.message_id,
-                ev.message_preview[:200],
-                ev.message_text,
-                ev.boot_id,
-                ev.seq,
-            )
-        )
-        return s
+        return self._ledger(ev, "skip", ev.reason, "")
 
     def drain_failed(self, ev: FollowupDrainFailed) -> _Session:
+        return self._ledger(ev, "drain_failed", ev.error[:64], ev.message)
+
+    def _ledger(
+        self, ev: DispatchSkipped | FollowupDrainFailed, kind: str, reason: str, error: str
+    ) -> _Session:
+        """A message the gateway gave up on: one row of the skip ledger, kept for requeue."""
         s = self.b.session(self.gw, ev.session_key, ev.at)
         self.b.skips.append(
             (
                 self.gw.pk,
                 s.pk,
-                "drain_failed",
-                ev.error[:64],
-                ev.message,
+                kind,
+                reason,
+                error,
                 ev.at,
                 ev.blocking_run_id,
                 ev.message_id,
