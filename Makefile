@@ -10,7 +10,11 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 BASE_PYTHON := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { command -v $$p; break; }; done)
 
-.PHONY: help venv demo test lint bench migrate clean
+# Debian's Chromium drives the browser tests: Playwright's own browser download
+# cannot work here, so it is launched with executable_path.
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: help venv system-deps demo test lint bench migrate clean
 
 help:
 	@echo "make demo   set up and start Runboard with a simulated gateway on http://127.0.0.1:8000"
@@ -34,7 +38,18 @@ demo: migrate
 	$(PY) manage.py demo_users
 	$(PY) manage.py demo
 
-test: venv
+system-deps:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "error: $(CHROMIUM) is missing; install Debian's chromium package (apt-get install chromium)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: venv system-deps
 	$(PY) -m pytest
 
 lint: venv
