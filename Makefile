@@ -57,7 +57,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy adminpanel gateway_bridge
 
-bench: migrate
+bench: venv
 	$(PY) -m bench
 
 clean:
