@@ -18,6 +18,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from adminpanel.broadcast import Broadcaster
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Gateway
 from gateway_bridge.bridge import Bridge, ConnectionState
@@ -50,12 +51,18 @@ def configured_gateways() -> list[GatewayTarget]:
 
 
 class BridgeSupervisor:
-    """Owns the bridges, the ingestor and the detect tick for one process."""
+    """Owns the bridges, the ingestor, the detect tick and the broadcaster for one process."""
 
     def __init__(
-        self, targets: Sequence[GatewayTarget], *, ingestor: Ingestor | None = None
+        self,
+        targets: Sequence[GatewayTarget],
+        *,
+        ingestor: Ingestor | None = None,
+        broadcaster: Broadcaster | None = None,
     ) -> None:
         self.ingestor = ingestor or Ingestor()
+        # Changed sessions go to the viewers after ingest's transaction committed.
+        self.broadcaster = broadcaster or Broadcaster()
         self.bridges = [self._bridge_for(t) for t in targets]
         self._states: dict[str, ConnectionState] = {}
         self._write = sync_to_async(self._apply, thread_sensitive=True)
@@ -87,12 +94,13 @@ class BridgeSupervisor:
 
     def _apply(self, events: Sequence[RegistryEvent]) -> bool:
         result = self.ingestor.apply(events)
+        self.broadcaster.note(result.changed_sessions)
         return result.needs_snapshot
 
     def _tick(self) -> set[str]:
         """Mirror connection states, re-run the rules; return gateways with an overdue gap."""
         self._flush_states()
-        self.ingestor.tick()
+        self.broadcaster.note(self.ingestor.tick())
         return self.ingestor.gaps_overdue()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -100,6 +108,7 @@ class BridgeSupervisor:
         self._tasks = [
             asyncio.create_task(b.run(), name=f"bridge:{b.gateway}") for b in self.bridges
         ]
+        self._tasks.append(asyncio.create_task(self.broadcaster.run(stop), name="broadcaster"))
         tick = sync_to_async(self._tick, thread_sensitive=True)
         try:
             while not stop.is_set():

@@ -1,0 +1,209 @@
+"""Pushes changed session rows to every viewer, once per change, after commit.
+
+Ingest (and the detect tick) report which sessions they changed; the
+``Broadcaster`` collects those keys and, at most every ``interval_s``, renders
+the rows with the same partial the page uses (``adminpanel/session_row.html``)
+plus the header's stuck count, and sends the HTML once to the ``sessions``
+group. Every consumer forwards that one string: the database work per flush
+is three queries whatever the number of viewers, and a burst of changes is
+one message.
+
+``note`` is called from ingest's thread after its transaction committed;
+``run`` is the flusher on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from asgiref.sync import sync_to_async
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.db.models import Prefetch, Q
+from django.template.loader import get_template
+from django.utils import timezone
+
+from adminpanel.models import Flag, Session
+
+log = structlog.get_logger(__name__)
+
+GROUP = "sessions"
+MESSAGE_TYPE = "sessions.changed"
+# A flush renders at most this many rows; more changed sessions than that at
+# once (a snapshot reconcile, a gateway restart) is a resync: clients re-fetch.
+MAX_ROWS = 500
+# Rows per query: a flush (at most MAX_ROWS) is one query; SQLite allows far more parameters.
+_CHUNK = MAX_ROWS
+
+SessionKey = tuple[str, str]
+
+
+def _active_flags() -> Prefetch[Any]:
+    # The same prefetch as the pages' (views._active_flags): the row template reads s.active_flags.
+    return Prefetch(
+        "flags",
+        queryset=Flag.objects.filter(cleared_at__isnull=True).order_by("severity", "code"),
+        to_attr="active_flags",
+    )
+
+
+def changed_sessions(keys: Iterable[SessionKey]) -> list[Session]:
+    """The sessions for ``(gateway, session_key)`` pairs: one query plus the flags prefetch."""
+    wanted = set(keys)
+    if not wanted:
+        return []
+    found: list[Session] = []
+    ordered = sorted(wanted)
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
+        match = Q()
+        for gateway in {g for g, _ in chunk}:
+            match |= Q(gateway__name=gateway, session_key__in=[k for g, k in chunk if g == gateway])
+        rows = (
+            Session.objects.select_related("gateway")
+            .prefetch_related(_active_flags())
+            .filter(match)
+            .order_by("pk")
+        )
+        found.extend(rows)
+    return found
+
+
+def render_changes(keys: Iterable[SessionKey]) -> tuple[str, int]:
+    """One HTML string of out-of-band rows plus the stuck count; returns (html, rows)."""
+    sessions = changed_sessions(keys)
+    now = timezone.now()
+    row = get_template("adminpanel/session_row.html")
+    parts = [_oob(row.render({"s": s, "now": now})) for s in sessions]
+    stuck = Session.objects.filter(flag_count__gt=0).count()
+    parts.append(f'<span id="stuck-count" hx-swap-oob="innerHTML">{stuck}</span>')
+    return "".join(parts), len(sessions)
+
+
+def render_resync() -> str:
+    """Too many rows changed at once: tell clients to re-fetch their table instead."""
+    stuck = Session.objects.filter(flag_count__gt=0).count()
+    return (
+        f'<div id="live-resync" hx-swap-oob="true" hidden></div>'
+        f'<span id="stuck-count" hx-swap-oob="innerHTML">{stuck}</span>'
+    )
+
+
+def _oob(row_html: str) -> str:
+    """Mark the partial's one ``<tr>`` as an out-of-band swap (same HTML as the page's)."""
+    start = row_html.index("<tr")
+    return f'{row_html[:start]}<tr hx-swap-oob="true"{row_html[start + 3 :]}'.strip()
+
+
+class Broadcaster:
+    """Coalesces changed session keys and sends them to the group.
+
+    A flush happens at most every ``interval_s`` (a burst is one message), and
+    one row is sent at most every ``row_interval_s`` (a busy row updates a few
+    times a second); a row that was quiet goes out on the next flush.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval_s: float = 0.05,
+        row_interval_s: float = 0.25,
+        layer: BaseChannelLayer | None = None,
+        group: str = GROUP,
+        max_rows: int = MAX_ROWS,
+    ) -> None:
+        self.interval_s = interval_s
+        self.row_interval_s = row_interval_s
+        self.group = group
+        self.max_rows = max_rows
+        self._layer = layer
+        self._pending: set[SessionKey] = set()
+        self._sent_at: dict[SessionKey, float] = {}
+        self._next_due: float | None = None
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._render = sync_to_async(render_changes, thread_sensitive=True)
+        self._render_resync = sync_to_async(render_resync, thread_sensitive=True)
+        self.messages = 0
+
+    def note(self, keys: Iterable[SessionKey]) -> None:
+        """Record committed changes; safe to call from any thread."""
+        keys = set(keys)
+        if not keys:
+            return
+        with self._lock:
+            self._pending |= keys
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            loop.call_soon_threadsafe(wake.set)
+
+    def _take_ready(self, now: float) -> set[SessionKey]:
+        """Pending keys whose row may be sent now; the rest stay pending until due."""
+        horizon = now - self.row_interval_s
+        self._sent_at = {k: at for k, at in self._sent_at.items() if at > horizon}
+        with self._lock:
+            held = {k for k in self._pending if k in self._sent_at}
+            ready, self._pending = self._pending - held, held
+        due = [self._sent_at[k] + self.row_interval_s for k in held]
+        self._next_due = min(due) if due else None
+        for key in ready:
+            self._sent_at[key] = now
+        return ready
+
+    async def flush(self) -> bool:
+        """Render and send the rows that are due; False when nothing was sent."""
+        keys = self._take_ready(time.monotonic())
+        if not keys:
+            return False
+        layer = self._layer or get_channel_layer()
+        if layer is None:
+            return False
+        message: dict[str, Any]
+        if len(keys) > self.max_rows:
+            html = await self._render_resync()
+            message = {"type": MESSAGE_TYPE, "html": html, "keys": [], "resync": True}
+            rows = 0
+        else:
+            html, rows = await self._render(keys)
+            message = {"type": MESSAGE_TYPE, "html": html, "keys": sorted(map(list, keys))}
+        await layer.group_send(self.group, message)
+        self.messages += 1
+        log.debug("sessions_broadcast", sessions=len(keys), rows=rows, size=len(html))
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush changes until ``stop`` is set."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = wake = asyncio.Event()
+        wake.set()
+        stopping = asyncio.ensure_future(stop.wait())
+        last = 0.0
+        try:
+            while not stop.is_set():
+                timeout = None
+                if self._next_due is not None:
+                    timeout = max(0.0, self._next_due - time.monotonic())
+                waking = asyncio.ensure_future(wake.wait())
+                await asyncio.wait(
+                    {waking, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                waking.cancel()
+                if stop.is_set():
+                    break
+                wake.clear()
+                if (delay := last + self.interval_s - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)
+                last = time.monotonic()
+                try:
+                    await self.flush()
+                except Exception as exc:  # one failed flush must not end the broadcasts
+                    log.warning("sessions_broadcast_failed", error=repr(exc))
+        finally:
+            stopping.cancel()
+            self._loop = None
+            self._wake = None

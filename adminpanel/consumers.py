@@ -1,0 +1,41 @@
+"""WebSocket consumers: viewers join a group and receive the server-rendered rows.
+
+A consumer never queries the database per message: the ``Broadcaster``
+renders each change once and every consumer forwards the same HTML.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from adminpanel.broadcast import GROUP
+
+log = structlog.get_logger(__name__)
+
+# 4000-4999 are free for applications; 4401 mirrors HTTP 401.
+CLOSE_UNAUTHENTICATED = 4401
+
+
+class SessionsConsumer(AsyncWebsocketConsumer):
+    """``/ws/sessions/``: live session rows for logged-in users."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            log.info("live_viewer_refused", reason="anonymous")
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        await self.channel_layer.group_add(GROUP, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(GROUP, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Viewers only listen; anything they send is ignored."""
+
+    async def sessions_changed(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["html"])
