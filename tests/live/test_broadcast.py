@@ -1,0 +1,236 @@
+"""The broadcaster: changed rows rendered once, after commit, one message per burst."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils.html import escape
+
+from adminpanel.broadcast import GROUP, MESSAGE_TYPE, Broadcaster, render_changes
+from adminpanel.detect import Thresholds
+from adminpanel.ingest import Ingestor
+from adminpanel.models import Flag
+from gateway_bridge.events import GatewayStarted, LockAcquired, RegistryEvent, RunEnded
+
+T0 = 1_800_000_000.0
+NOW = T0 + 60
+
+
+class Stream:
+    """Registry events of one gateway boot, numbered as the gateway numbers them."""
+
+    def __init__(self, gateway: str = "gw-a") -> None:
+        self.gateway = gateway
+        self._seq = itertools.count(1)
+
+    def __call__(self, cls: type[RegistryEvent], at: float, **fields: object) -> RegistryEvent:
+        return cls(
+            gateway=self.gateway, boot_id="boot-1", seq=next(self._seq), at=at, received_at=at,
+            **fields,
+        )  # fmt: skip
+
+
+def key(n: int) -> str:
+    return f"agent:main:telegram:direct:{n}"
+
+
+def lock_sessions(count: int, *, leaked: int = 0, gateway: str = "gw-a") -> set[tuple[str, str]]:
+    """Ingest ``count`` locked sessions; return what ingest reported as changed."""
+    stream = Stream(gateway)
+    events = [stream(GatewayStarted, T0, version="2026.5.28", profile="2026.5.28")]
+    for n in range(count):
+        events.append(stream(LockAcquired, T0 + 1, session_key=key(n), run_id=f"r{n}"))
+        if n < leaked:
+            events.append(
+                stream(RunEnded, T0 + 2, session_key=key(n), run_id=f"r{n}", result="aborted")
+            )
+    ingestor = Ingestor(thresholds=Thresholds(), clock=lambda: NOW)
+    changed = ingestor.apply(events).changed_sessions
+    return changed | ingestor.tick(NOW)
+
+
+def viewers(layer: InMemoryChannelLayer, count: int) -> list[str]:
+    async def join() -> list[str]:
+        names = [await layer.new_channel() for _ in range(count)]
+        for name in names:
+            await layer.group_add(GROUP, name)
+        return names
+
+    return async_to_sync(join)()
+
+
+def received(layer: InMemoryChannelLayer, channel: str) -> list[dict[str, Any]]:
+    async def drain() -> list[dict[str, Any]]:
+        messages = []
+        while True:
+            try:
+                messages.append(await asyncio.wait_for(layer.receive(channel), 0.05))
+            except TimeoutError:
+                return messages
+
+    return async_to_sync(drain)()
+
+
+@pytest.mark.django_db
+def test_changes_noted_in_several_batches_go_out_as_one_message() -> None:
+    layer = InMemoryChannelLayer()
+    [viewer] = viewers(layer, 1)
+    changed = lock_sessions(5)
+    broadcaster = Broadcaster(layer=layer)
+    for pair in sorted(changed):
+        broadcaster.note([pair])
+
+    assert async_to_sync(broadcaster.flush)() is True
+    [message] = received(layer, viewer)
+
+    assert message["type"] == MESSAGE_TYPE
+    assert sorted(map(tuple, message["keys"])) == sorted(changed)
+    for n in range(5):
+        assert key(n) in message["html"]
+
+
+@pytest.mark.django_db
+def test_each_changed_row_is_rendered_once_as_an_out_of_band_swap_of_the_page_row() -> None:
+    changed = lock_sessions(3)
+    html, rows = render_changes(list(changed) * 4)
+
+    assert rows == 3
+    assert html.count("<tr ") == 3
+    assert html.count('<tr hx-swap-oob="true" id="session-') == 3
+
+
+@pytest.mark.django_db
+def test_the_stuck_count_rides_along_as_an_out_of_band_swap_of_the_header() -> None:
+    changed = lock_sessions(3, leaked=2)
+    html, _ = render_changes(changed)
+
+    assert '<span id="stuck-count" hx-swap-oob="innerHTML">2</span>' in html
+
+
+@pytest.mark.django_db
+def test_a_flagged_row_carries_its_flag_and_why() -> None:
+    lock_sessions(1, leaked=1)
+    html, _ = render_changes({("gw-a", key(0))})
+
+    [flag] = Flag.objects.filter(cleared_at__isnull=True)
+    assert flag.code in html
+    assert escape(flag.why) in html
+
+
+@pytest.mark.django_db
+def test_sessions_of_other_gateways_with_the_same_key_are_not_mixed_up() -> None:
+    lock_sessions(2, gateway="gw-a")
+    lock_sessions(1, gateway="gw-b")
+    _, rows = render_changes({("gw-b", key(0))})
+
+    assert rows == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("rows", [1, 40])
+def test_a_flush_takes_three_queries_whatever_the_number_of_rows(rows: int) -> None:
+    changed = lock_sessions(rows, leaked=rows // 2)
+    layer = InMemoryChannelLayer()
+    viewers(layer, 1)
+    broadcaster = Broadcaster(layer=layer)
+    broadcaster.note(changed)
+
+    with CaptureQueriesContext(connection) as queries:
+        async_to_sync(broadcaster.flush)()
+
+    # sessions with their gateway, their active flags, the stuck count
+    assert len(queries) == 3
+
+
+@pytest.mark.django_db
+def test_the_database_work_of_a_flush_does_not_grow_with_the_number_of_viewers() -> None:
+    changed = lock_sessions(10, leaked=3)
+    counts = {}
+    for count in (1, 100):
+        layer = InMemoryChannelLayer()
+        channels = viewers(layer, count)
+        broadcaster = Broadcaster(layer=layer)
+        broadcaster.note(changed)
+        with CaptureQueriesContext(connection) as queries:
+            async_to_sync(broadcaster.flush)()
+        counts[count] = len(queries)
+        htmls = {received(layer, c)[0]["html"] for c in {channels[0], channels[-1]}}
+        assert len(htmls) == 1  # every viewer gets the very same string
+
+    assert counts[1] == counts[100]
+
+
+@pytest.mark.django_db
+def test_nothing_is_sent_when_nothing_changed() -> None:
+    layer = InMemoryChannelLayer()
+    [viewer] = viewers(layer, 1)
+    broadcaster = Broadcaster(layer=layer)
+    broadcaster.note([])
+
+    assert async_to_sync(broadcaster.flush)() is False
+    assert received(layer, viewer) == []
+
+
+@pytest.mark.django_db
+def test_a_busy_row_waits_for_its_interval_while_a_quiet_row_goes_out_at_once() -> None:
+    changed = sorted(lock_sessions(2))
+    busy, quiet = changed
+    layer = InMemoryChannelLayer()
+    [viewer] = viewers(layer, 1)
+    broadcaster = Broadcaster(layer=layer, row_interval_s=3600)
+    broadcaster.note([busy])
+    async_to_sync(broadcaster.flush)()
+    broadcaster.note([busy, quiet])
+    async_to_sync(broadcaster.flush)()
+
+    first, second = received(layer, viewer)
+    assert [tuple(k) for k in first["keys"]] == [busy]
+    assert [tuple(k) for k in second["keys"]] == [quiet]
+    assert async_to_sync(broadcaster.flush)() is False  # busy is still waiting
+
+
+@pytest.mark.django_db
+def test_more_changed_rows_than_a_message_carries_become_one_resync() -> None:
+    changed = lock_sessions(6)
+    layer = InMemoryChannelLayer()
+    [viewer] = viewers(layer, 1)
+    broadcaster = Broadcaster(layer=layer, max_rows=5)
+    broadcaster.note(changed)
+    async_to_sync(broadcaster.flush)()
+
+    [message] = received(layer, viewer)
+    assert message["resync"] is True
+    assert 'id="live-resync"' in message["html"]
+    assert "<tr" not in message["html"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_running_broadcaster_sends_a_burst_noted_from_another_thread_once() -> None:
+    from asgiref.sync import sync_to_async
+
+    changed = await sync_to_async(lock_sessions)(8)
+    layer = InMemoryChannelLayer()
+    viewer = await layer.new_channel()
+    await layer.group_add(GROUP, viewer)
+    broadcaster = Broadcaster(layer=layer, interval_s=0.05)
+    stop = asyncio.Event()
+    running = asyncio.create_task(broadcaster.run(stop))
+    try:
+        note = sync_to_async(broadcaster.note, thread_sensitive=False)
+        await asyncio.gather(*(note([pair]) for pair in sorted(changed)))
+        got: set[tuple[str, str]] = set()
+        async with asyncio.timeout(10):  # a generous bound, not a timing assertion
+            while got != changed:
+                message = await layer.receive(viewer)
+                got |= {tuple(k) for k in message["keys"]}  # type: ignore[misc]
+    finally:
+        stop.set()
+        await running
+    assert broadcaster.messages <= len(changed)

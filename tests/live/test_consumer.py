@@ -1,0 +1,105 @@
+"""The sessions consumer over the real ASGI application and channel layer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+
+from adminpanel.asgi import application
+from adminpanel.broadcast import GROUP, MESSAGE_TYPE
+from adminpanel.consumers import CLOSE_UNAUTHENTICATED
+
+PATH = "/ws/sessions/"
+ORIGIN = (b"origin", b"http://127.0.0.1")
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@sync_to_async
+def session_cookie() -> bytes:
+    User.objects.create_user("viewer", password="pw-viewer-1")
+    client = Client()
+    assert client.login(username="viewer", password="pw-viewer-1")
+    value = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return f"{settings.SESSION_COOKIE_NAME}={value}".encode()
+
+
+@pytest.fixture
+async def viewer() -> AsyncIterator[WebsocketCommunicator]:
+    headers = [ORIGIN, (b"cookie", await session_cookie())]
+    communicator = WebsocketCommunicator(application, PATH, headers=headers)
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    try:
+        yield communicator
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_logged_in_viewer_joins_and_receives_the_broadcast_html(
+    viewer: WebsocketCommunicator,
+) -> None:
+    html = '<tr hx-swap-oob="true" id="session-1"><td>x</td></tr>'
+    await get_channel_layer().group_send(
+        GROUP, {"type": MESSAGE_TYPE, "html": html, "keys": [["gw", "k"]]}
+    )
+
+    assert await viewer.receive_from(timeout=10) == html
+
+
+async def test_every_viewer_receives_the_same_message(viewer: WebsocketCommunicator) -> None:
+    headers = [ORIGIN, (b"cookie", dict(viewer.scope["headers"])[b"cookie"])]
+    second = WebsocketCommunicator(application, PATH, headers=headers)
+    connected, _ = await second.connect(timeout=10)
+    try:
+        assert connected
+        await get_channel_layer().group_send(
+            GROUP, {"type": MESSAGE_TYPE, "html": "<span>1</span>", "keys": []}
+        )
+        assert await viewer.receive_from(timeout=10) == "<span>1</span>"
+        assert await second.receive_from(timeout=10) == "<span>1</span>"
+    finally:
+        await second.disconnect()
+
+
+async def test_what_a_viewer_sends_is_ignored(viewer: WebsocketCommunicator) -> None:
+    await viewer.send_to(text_data="hello")
+
+    assert await viewer.receive_nothing(timeout=0.2)
+
+
+async def test_an_anonymous_viewer_is_refused_with_4401() -> None:
+    communicator = WebsocketCommunicator(application, PATH, headers=[ORIGIN])
+    try:
+        connected, code = await communicator.connect(timeout=10)
+        assert not connected
+        assert code == CLOSE_UNAUTHENTICATED
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_foreign_origin_is_refused() -> None:
+    headers = [(b"origin", b"http://evil.example"), (b"cookie", await session_cookie())]
+    communicator = WebsocketCommunicator(application, PATH, headers=headers)
+    try:
+        connected, _ = await communicator.connect(timeout=10)
+        assert not connected
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_viewer_that_left_is_no_longer_in_the_group(
+    viewer: WebsocketCommunicator,
+) -> None:
+    layer = get_channel_layer()
+    assert len(layer.groups.get(GROUP, {})) == 1  # type: ignore[attr-defined]
+    await viewer.disconnect()
+
+    assert GROUP not in layer.groups  # type: ignore[attr-defined]
