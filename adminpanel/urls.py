@@ -8,7 +8,9 @@ from adminpanel import views
 
 urlpatterns = [
     path("", views.sessions, name="sessions"),
+    path("stuck/", views.stuck, name="stuck"),
     path("sessions/<int:pk>/", views.session_detail, name="session_detail"),
+    path("warnings/", views.warnings, name="warnings"),
     path("gateways/", views.gateways, name="gateways"),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),

@@ -67,7 +67,7 @@ def viewer(db: None) -> Client:
     return client
 
 
-@pytest.mark.parametrize("path", ["/", "/gateways/"])
+@pytest.mark.parametrize("path", ["/", "/stuck/", "/warnings/", "/gateways/", "/sessions/1/"])
 def test_pages_need_a_login(db: None, path: str) -> None:
     response = Client().get(path)
     assert response.status_code == 302
@@ -113,7 +113,7 @@ def test_the_oldest_lock_comes_first(viewer: Client) -> None:
 def test_a_bad_filter_is_rejected_with_a_message(viewer: Client) -> None:
     response = viewer.get("/", {"phase": "sleeping"})
     assert response.status_code == 400
-    assert "Select a valid choice" in str(response.context["form"].errors["phase"])
+    assert "phase: Select a valid choice" in response.content.decode()
 
 
 def test_the_sessions_page_query_count_does_not_grow_with_rows(viewer: Client) -> None:
@@ -131,8 +131,8 @@ def test_the_session_page_shows_the_flag_reason_and_the_timeline(viewer: Client)
     session = Session.objects.get()
     page = viewer.get(f"/sessions/{session.pk}/").content.decode()
     assert "terminal_but_held" in page
-    assert "lock_acquired" in page
-    assert "run_ended" in page
+    assert "Lock acquired" in page
+    assert "Run ended: aborted" in page
 
 
 def test_the_gateways_page_shows_the_ingest_cursor(viewer: Client) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from django import template
 
@@ -25,3 +27,9 @@ def age(since: datetime | None, now: datetime) -> str:
         return f"{hours} h {minutes} min"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h"
+
+
+@register.filter
+def get(mapping: Mapping[str, Any], key: str) -> Any:
+    """``{{ sorts|get:sort }}``: a dict's value by a variable key; blank when absent."""
+    return mapping.get(key, "")
