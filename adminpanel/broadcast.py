@@ -74,29 +74,27 @@ def changed_sessions(keys: Iterable[SessionKey]) -> list[Session]:
 
 
 def render_changes(keys: Iterable[SessionKey]) -> tuple[str, int]:
-    """One HTML string of out-of-band rows plus the stuck count; returns (html, rows)."""
+    """One HTML string of out-of-band rows plus the stuck count; returns (html, rows).
+
+    The rows and the count come from the very templates the pages include,
+    with ``oob`` set so each element is an out-of-band swap by its id.
+    """
     sessions = changed_sessions(keys)
     now = timezone.now()
     row = get_template("adminpanel/session_row.html")
-    parts = [_oob(row.render({"s": s, "now": now})) for s in sessions]
-    stuck = Session.objects.filter(flag_count__gt=0).count()
-    parts.append(f'<span id="stuck-count" hx-swap-oob="innerHTML">{stuck}</span>')
+    parts = [row.render({"s": s, "now": now, "oob": True}).strip() for s in sessions]
+    parts.append(_stuck_count())
     return "".join(parts), len(sessions)
 
 
 def render_resync() -> str:
     """Too many rows changed at once: tell clients to re-fetch their table instead."""
+    return f'<div id="live-resync" hx-swap-oob="true" hidden></div>{_stuck_count()}'
+
+
+def _stuck_count() -> str:
     stuck = Session.objects.filter(flag_count__gt=0).count()
-    return (
-        f'<div id="live-resync" hx-swap-oob="true" hidden></div>'
-        f'<span id="stuck-count" hx-swap-oob="innerHTML">{stuck}</span>'
-    )
-
-
-def _oob(row_html: str) -> str:
-    """Mark the partial's one ``<tr>`` as an out-of-band swap (same HTML as the page's)."""
-    start = row_html.index("<tr")
-    return f'{row_html[:start]}<tr hx-swap-oob="true"{row_html[start + 3 :]}'.strip()
+    return get_template("adminpanel/stuck_count.html").render({"stuck_count": stuck, "oob": True})
 
 
 class Broadcaster:
