@@ -240,7 +240,7 @@ def _list_page(
     if sort == "worst":
         sessions = _with_oldest_flag(sessions)
     try:
-        page = keyset_page(sessions, SORT_SEGMENTS[sort], filters.get("after"))
+        page = keyset_page(sessions, SORT_SEGMENTS[sort], filters.get("after"), PAGE_SIZE)
     except ValueError:
         form.add_error("after", "This page cursor belongs to another sort; start from page one.")
         return _bad_request(request, form)
