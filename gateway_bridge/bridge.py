@@ -10,7 +10,14 @@ gets the ``Snapshot`` first, then the live changes after it, in batches. When
 the sink answers True (the store saw a gap it cannot fill), the bridge takes
 a new snapshot and delivers it.
 
-Observer mode (no plugin) is only a first hook for now; see ``_run_observer``.
+Observer mode (no plugin): the bridge reads ``agent``/``chat``/``sessions.changed``
+events as they come, and polls what events do not give (``sessions.list``,
+``logs.tail``) every ``observer_poll_s``, sooner (but not more often than
+``observer_min_poll_s``) after a run ends; ``gateway_bridge.observer`` turns
+all of it into the same normalized events. Commands fall back to what a stock
+gateway offers: force-clear aborts the run with ``chat.abort``, requeue
+re-sends with ``chat.send`` and the idempotency keys; both say so in their
+results.
 
 The sink is the store's side (``adminpanel``'s ingest). No Django here.
 """
@@ -32,18 +39,14 @@ from gateway_bridge import frames
 from gateway_bridge.client import GatewayClient, Hello
 from gateway_bridge.errors import (
     GatewayError,
+    GatewayRejected,
     GatewayTimeout,
     GatewayUnavailable,
     NotSupported,
     ProtocolViolation,
 )
-from gateway_bridge.events import (
-    SESSION_STATUSES,
-    RegistryEvent,
-    SessionStatusChanged,
-    Snapshot,
-    SnapshotEntry,
-)
+from gateway_bridge.events import RegistryEvent, Snapshot, SnapshotEntry
+from gateway_bridge.observer import ObserverTranslator, waiter_timeout_ms_for
 from gateway_bridge.registry_decode import DecodeError, decode_registry_event, decode_snapshot_entry
 from gateway_bridge.registry_decode import decode_snapshot as decode_snapshot_payload
 
@@ -60,6 +63,17 @@ MAX_REQUEUE_MESSAGES = 50
 # sessions.list pages the observer reads per poll (real OpenClaw pages by 100).
 OBSERVER_MAX_PAGES = 50
 OBSERVER_PAGE_SIZE = 500
+# logs.tail pages read per poll; what is left is read at the next poll.
+OBSERVER_LOG_PAGES = 10
+# Gateway events observer mode reads (plugin mode needs none of them).
+OBSERVED_EVENTS = frozenset({"agent", "chat", "sessions.changed", "shutdown"})
+ABORT_FALLBACK = "chat.abort"
+SEND_FALLBACK = "chat.send"
+ABORT_FALLBACK_DETAIL = (
+    "Observer mode (no companion plugin): the run was aborted with chat.abort instead of "
+    "clearing its registry entry. Waiting messages are then admitted; on builds that leak "
+    "aborted runs (2026.5.x) the entry can stay held until the gateway restarts."
+)
 
 
 class EventSink(Protocol):
@@ -91,6 +105,11 @@ class ForceClearResult:
     ``seq`` the registry change that released it. Refused: ``reason`` is
     ``owner_changed`` (``current`` is the entry that holds the lock now) or
     ``not_locked`` (``current`` is None); ``run_id`` is "".
+
+    In observer mode (no plugin) ``fallback`` is ``"chat.abort"``: the run was
+    aborted, not cleared from the registry, and ``detail`` says what that
+    means; ``seq`` is None and a refusal may also be ``abort_refused`` (the
+    gateway did not abort the run).
     """
 
     cleared: bool
@@ -100,6 +119,8 @@ class ForceClearResult:
     current: SnapshotEntry | None
     phase: str = ""
     seq: int | None = None
+    fallback: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +128,7 @@ class RequeueResult:
     idempotency_key: str
     run_id: str
     status: str  # started | duplicate
+    fallback: str = ""  # "chat.send" in observer mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +175,9 @@ class Bridge:
         on_state: Callable[[ConnectionState], None] | None = None,
         stable_after_s: float = 10.0,
         observer_poll_s: float = 3.0,
+        observer_min_poll_s: float = 0.5,
+        observer_log_limit: int = 500,
+        observer_activity_s: float = 1.0,
         max_buffered_events: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -170,7 +195,12 @@ class Bridge:
         self._on_state = on_state
         # A connection that stayed up this long resets the backoff.
         self.stable_after_s = stable_after_s
+        # Observer mode polls sessions.list and logs.tail every observer_poll_s, and
+        # sooner after a run ends, but never more often than observer_min_poll_s.
         self.observer_poll_s = observer_poll_s
+        self.observer_min_poll_s = min(observer_min_poll_s, observer_poll_s)
+        self.observer_log_limit = observer_log_limit
+        self.observer_activity_s = observer_activity_s
         self.max_buffered_events = max_buffered_events
         self._clock = clock
         self._state = ConnectionState(gateway=gateway)
@@ -183,6 +213,15 @@ class Bridge:
         # (boot id, seq) of the last snapshot delivered: changes at or before it are in it.
         self._synced: tuple[str, int] | None = None
         self._overflowed = False
+        # Observer mode: one translator per gateway process (its bootId) for this
+        # bridge, so a reconnect continues the numbering instead of looking like a
+        # gateway restart to the store; a new bridge gets a boot id of its own.
+        self._instance = uuid.uuid4().hex[:12]
+        self._observing = False
+        self._observer: ObserverTranslator | None = None
+        self._observer_gateway_boot = ""
+        self._log_cursor: int | None = None
+        self._logs_readable = True
 
     # --- state ----------------------------------------------------------------
 
@@ -297,6 +336,7 @@ class Bridge:
         self._synced = None
         self._overflowed = False
         mode = "plugin" if hello.has_method(SUBSCRIBE) else "observer"
+        self._observing = mode == "observer"
         log.info(
             "bridge_connected",
             gateway=self.gateway,
@@ -352,7 +392,9 @@ class Bridge:
         """Called by the client's reader for every well-formed event, in arrival order."""
         if event.event == REGISTRY_EVENT:
             self._buffer(event.payload)
-        elif event.event == "shutdown":
+        elif self._observing and event.event in OBSERVED_EVENTS:
+            self._buffer(event)
+        if event.event == "shutdown":
             log.info("gateway_shutdown_announced", gateway=self.gateway, payload=event.payload)
 
     def _buffer(self, payload: Any) -> None:
@@ -431,6 +473,8 @@ class Bridge:
             item = queue.get_nowait()
             if isinstance(item, _Marker):
                 continue
+            if isinstance(item[1], frames.Event):
+                continue  # observer mode's leftovers: the next snapshot covers them
             event = self._decode(*item)
             if event is not None:
                 decoded.append(event)
@@ -499,77 +543,141 @@ class Bridge:
     async def _run_observer(
         self, client: GatewayClient, hello: Hello, queue: asyncio.Queue[_QueueItem]
     ) -> None:
-        """Observer mode hook: for now only mirrors session-store statuses from ``sessions.list``.
+        """Infer the registry from events and polls until the connection closes or stop().
 
-        Without the companion plugin no method exposes the registry. This first
-        version polls ``sessions.list`` every ``observer_poll_s`` and emits a
-        ``SessionStatusChanged`` for each status that changed, after a
-        ``Snapshot`` with no entries (the statuses only). The full observer
-        mode (inferring runs and locks from ``agent``/``chat`` events,
-        ``hasActiveRun``/``activeRunIds`` and the known ``logs.tail``
-        signatures) is a later issue.
-
-        The gateway gives these events no sequence numbers, so the bridge
-        numbers them itself under a boot id of its own per connection
-        (``observer:<bootId>:<connId>``): a reconnect starts a new sequence
-        the store cannot mistake for duplicates.
+        Events are translated as they arrive; ``sessions.list`` and
+        ``logs.tail`` are read every ``observer_poll_s`` and, after a run ends
+        or an unknown run shows up, as soon as ``observer_min_poll_s`` allows.
         """
-        boot_id = f"observer:{hello.boot_id or '-'}:{hello.conn_id or uuid.uuid4()}"
-        seq = 0
-        statuses, at = await self._unless_stopped(self._session_statuses(client))
-        await self._deliver_observer_snapshot(boot_id, seq, statuses, at, hello)
+        translator = self._observer_for(hello)
+        if hello.has_method("sessions.subscribe"):
+            # Real OpenClaw sends sessions.changed only to subscribers.
+            with contextlib.suppress(GatewayRejected, GatewayTimeout):
+                await self._unless_stopped(client.call("sessions.subscribe", {}))
+        await self._observer_resync(client, translator, queue, load=True)
+        self._logs_readable = hello.has_method("logs.tail")
+        if self._log_cursor is None:
+            await self._unless_stopped(self._read_logs(client, translator))
+        loop = asyncio.get_running_loop()
+        last_poll = loop.time()
         while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), self.observer_poll_s)
-            except TimeoutError:
-                item = None
-            if isinstance(item, _Marker):
+            item = await self._next_item(queue, translator, last_poll)
+            events, closed = self._observe(translator, queue, item)
+            due = last_poll + (
+                self.observer_min_poll_s if translator.wants_poll else self.observer_poll_s
+            )
+            if not closed and loop.time() >= due:
+                polled, closed = await self._observer_poll(client, translator, queue)
+                events.extend(polled)
+                last_poll = loop.time()
+            events.extend(translator.settle(self._clock()))
+            if events:
+                gap = await self._deliver(events)
+                self._set_state(last_event_at=max(e.received_at for e in events))
+                if (gap or self._overflowed) and not closed and not client.closed:
+                    await self._observer_resync(client, translator, queue)
+            if closed:
                 return
-            try:
-                current, at = await self._unless_stopped(self._session_statuses(client))
-            except GatewayTimeout as exc:
-                log.warning("observer_poll_failed", gateway=self.gateway, error=exc.message)
-                continue
-            changes = []
-            for key, status in current.items():
-                if statuses.get(key) != status:
-                    seq += 1
-                    changes.append(self._status_event(boot_id, seq, at, key, status))
-            statuses = current
-            if changes and await self._deliver(changes):
-                await self._deliver_observer_snapshot(boot_id, seq, statuses, at, hello)
 
-    async def _deliver_observer_snapshot(
-        self, boot_id: str, seq: int, statuses: dict[str, str], at: float, hello: Hello
+    def _observer_for(self, hello: Hello) -> ObserverTranslator:
+        gateway_boot = hello.boot_id or f"conn-{hello.conn_id or uuid.uuid4()}"
+        if self._observer is None or self._observer_gateway_boot != gateway_boot:
+            self._observer = ObserverTranslator(
+                gateway=self.gateway,
+                boot_id=f"observer:{gateway_boot}:{self._instance}",
+                version=hello.server_version,
+                waiter_timeout_ms=waiter_timeout_ms_for(hello.server_version),
+                activity_interval_s=self.observer_activity_s,
+            )
+            self._observer_gateway_boot = gateway_boot
+            self._log_cursor = None
+        return self._observer
+
+    async def _next_item(
+        self, queue: asyncio.Queue[_QueueItem], translator: ObserverTranslator, last_poll: float
+    ) -> _QueueItem | None:
+        """The next queued event, or None when a poll or a settle is due first."""
+        loop = asyncio.get_running_loop()
+        interval = self.observer_min_poll_s if translator.wants_poll else self.observer_poll_s
+        timeout = last_poll + interval - loop.time()
+        settle_at = translator.next_settle_at
+        if settle_at is not None:
+            timeout = min(timeout, settle_at - self._clock())
+        try:
+            return await asyncio.wait_for(queue.get(), max(0.0, timeout))
+        except TimeoutError:
+            return None
+
+    def _observe(
+        self,
+        translator: ObserverTranslator,
+        queue: asyncio.Queue[_QueueItem],
+        item: _QueueItem | None,
+    ) -> tuple[list[RegistryEvent], bool]:
+        """Translate ``item`` and whatever else is queued; True once a marker is reached."""
+        events: list[RegistryEvent] = []
+        while item is not None:
+            if isinstance(item, _Marker):
+                return events, True
+            received_at, event = item
+            if isinstance(event, frames.Event):
+                events.extend(translator.event(event.event, event.payload, received_at))
+            item = None if queue.empty() else queue.get_nowait()
+        return events, False
+
+    async def _observer_poll(
+        self,
+        client: GatewayClient,
+        translator: ObserverTranslator,
+        queue: asyncio.Queue[_QueueItem],
+    ) -> tuple[list[RegistryEvent], bool]:
+        """Read sessions.list and the new log lines; (events, connection closed)."""
+        try:
+            rows, at, complete = await self._unless_stopped(self._session_rows(client))
+        except GatewayTimeout as exc:
+            log.warning("observer_poll_failed", gateway=self.gateway, error=exc.message)
+            return [], False
+        # Events that arrived while we waited happened before the answer: apply them first.
+        events, closed = self._observe(
+            translator, queue, None if queue.empty() else queue.get_nowait()
+        )
+        events.extend(translator.sessions(rows, at, self._clock(), complete=complete))
+        if not closed:
+            events.extend(await self._unless_stopped(self._read_logs(client, translator)))
+        return events, closed
+
+    async def _observer_resync(
+        self,
+        client: GatewayClient,
+        translator: ObserverTranslator,
+        queue: asyncio.Queue[_QueueItem],
+        *,
+        load: bool = False,
     ) -> None:
-        snapshot = Snapshot(
+        """Deliver a snapshot built from a fresh sessions.list (``load``: start over)."""
+        self._overflowed = False
+        rows, at, complete = await self._unless_stopped(self._session_rows(client))
+        if load:
+            snapshot = translator.load(rows, at, self._clock())
+        else:
+            self._observe(translator, queue, None)
+            translator.sessions(rows, at, self._clock(), complete=complete)
+            snapshot = translator.snapshot(at, self._clock())
+        self._synced = (snapshot.boot_id, snapshot.seq)
+        log.info(
+            "registry_snapshot_delivering",
             gateway=self.gateway,
-            boot_id=boot_id,
-            seq=seq,
-            at=at,
-            received_at=self._clock(),
-            session_statuses=dict(statuses),
-            version=hello.server_version,
+            mode="observer",
+            boot_id=snapshot.boot_id,
+            seq=snapshot.seq,
+            entries=len(snapshot.entries),
         )
-        self._synced = (boot_id, seq)
-        await self._deliver([snapshot])
+        if await self._deliver([snapshot]):
+            log.warning("snapshot_left_gap", gateway=self.gateway, seq=snapshot.seq)
 
-    def _status_event(
-        self, boot_id: str, seq: int, at: float, key: str, status: str
-    ) -> SessionStatusChanged:
-        return SessionStatusChanged(
-            gateway=self.gateway,
-            boot_id=boot_id,
-            seq=seq,
-            at=at,
-            received_at=self._clock(),
-            session_key=key,
-            status=status,
-        )
-
-    async def _session_statuses(self, client: GatewayClient) -> tuple[dict[str, str], float]:
-        """Every session's store status from ``sessions.list``, and the gateway's time."""
-        statuses: dict[str, str] = {}
+    async def _session_rows(self, client: GatewayClient) -> tuple[list[Any], float, bool]:
+        """Every ``sessions.list`` row, the gateway's time, and whether the list is whole."""
+        rows: list[Any] = []
         at = self._clock()
         offset = 0
         for _ in range(OBSERVER_MAX_PAGES):
@@ -580,17 +688,58 @@ class Bridge:
                 raise ProtocolViolation("sessions.list answered without a 'sessions' array")
             if isinstance(page.get("ts"), int | float) and offset == 0:
                 at = page["ts"] / 1000.0
-            for row in page["sessions"]:
-                if not isinstance(row, dict):
-                    continue
-                key, status = row.get("key"), row.get("status")
-                if isinstance(key, str) and key and status in SESSION_STATUSES:
-                    statuses[key] = status
-            next_offset = page.get("nextOffset")
-            if page.get("hasMore") is not True or not isinstance(next_offset, int):
-                break
+            rows.extend(page["sessions"])
+            next_offset = _next_offset(page, offset)
+            if next_offset is None:
+                return rows, at, True
             offset = next_offset
-        return statuses, at
+        log.warning("observer_sessions_truncated", gateway=self.gateway, rows=len(rows))
+        return rows, at, False
+
+    async def _read_logs(
+        self, client: GatewayClient, translator: ObserverTranslator
+    ) -> list[RegistryEvent]:
+        """New ``logs.tail`` lines since the cursor; the first read only finds the end."""
+        if not self._logs_readable:
+            return []
+        events: list[RegistryEvent] = []
+        for _ in range(OBSERVER_LOG_PAGES):
+            params: dict[str, Any] = {"limit": self.observer_log_limit}
+            if self._log_cursor is not None:
+                params["cursor"] = self._log_cursor
+            try:
+                page = await client.call("logs.tail", params)
+            except GatewayRejected as exc:
+                log.warning("gateway_logs_unreadable", gateway=self.gateway, error=exc.message)
+                self._logs_readable = False
+                return events
+            except GatewayTimeout as exc:
+                log.warning("observer_poll_failed", gateway=self.gateway, error=exc.message)
+                return events
+            cursor = page.get("cursor") if isinstance(page, dict) else None
+            lines = page.get("lines") if isinstance(page, dict) else None
+            if not isinstance(cursor, int) or not isinstance(lines, list):
+                raise ProtocolViolation(f"logs.tail answered {str(page)[:200]!r}")
+            first_read = self._log_cursor is None
+            self._log_cursor = cursor
+            if first_read:
+                return events  # lines from before we connected are history, not news
+            events.extend(translator.log_lines(lines, self._clock()))
+            self._report_diagnostics(translator)
+            if page.get("truncated") is not True or not lines:
+                break
+        return events
+
+    def _report_diagnostics(self, translator: ObserverTranslator) -> None:
+        for d in translator.diagnostics:
+            log.warning(
+                "gateway_session_stuck_reported",
+                gateway=self.gateway,
+                session_key=d.session_key,
+                kind=d.kind,
+                fields=d.fields,
+            )
+        translator.diagnostics.clear()
 
     # --- stopping ---------------------------------------------------------------
 
@@ -631,6 +780,8 @@ class Bridge:
         """Compare-and-clear: clears only if ``expect_run_id`` still owns the lock."""
         if not session_key or not expect_run_id or not reason.strip():
             raise ValueError("force_clear needs a session key, the expected run id and a reason")
+        if self._observer_commands(FORCE_CLEAR):
+            return await self._force_clear_by_abort(session_key, expect_run_id, reason)
         client = self._connected_client(FORCE_CLEAR)
         params = {"sessionKey": session_key, "expectRunId": expect_run_id, "reason": reason}
         payload = await client.call(FORCE_CLEAR, params)
@@ -651,6 +802,8 @@ class Bridge:
         """Dispatch lost messages again: ``messages`` are (text, idempotency key) pairs."""
         if not session_key or not 1 <= len(messages) <= MAX_REQUEUE_MESSAGES:
             raise ValueError(f"requeue takes a session key and 1-{MAX_REQUEUE_MESSAGES} messages")
+        if self._observer_commands(REQUEUE):
+            return await self._requeue_by_send(session_key, messages)
         client = self._connected_client(REQUEUE)
         params = {
             "sessionKey": session_key,
@@ -658,6 +811,109 @@ class Bridge:
         }
         payload = await client.call(REQUEUE, params)
         return _requeue_results(payload)
+
+    def _observer_commands(self, method: str) -> bool:
+        """Connected without the plugin's ``method``: use the observer-mode fallback."""
+        hello = self._hello
+        return self._observing and hello is not None and not hello.has_method(method)
+
+    async def _force_clear_by_abort(
+        self, session_key: str, expect_run_id: str, reason: str
+    ) -> ForceClearResult:
+        """Observer mode: ``chat.abort`` the expected run, if the gateway still runs it."""
+        client = self._connected_client(ABORT_FALLBACK)
+        translator = self._observer
+        owner = translator.owner_of(session_key) if translator else None
+        rows, _, _ = await self._session_rows(client)
+        row = next((r for r in rows if isinstance(r, dict) and r.get("key") == session_key), {})
+        current = _observed_owner(session_key, row, owner)
+
+        def refused(why: str, entry: SnapshotEntry | None) -> ForceClearResult:
+            log.info(
+                "force_clear_answered",
+                gateway=self.gateway,
+                session_key=session_key,
+                expect_run_id=expect_run_id,
+                cleared=False,
+                refusal=why,
+                fallback=ABORT_FALLBACK,
+            )
+            return ForceClearResult(
+                False,
+                session_key,
+                "",
+                why,
+                entry,
+                fallback=ABORT_FALLBACK,
+                detail=ABORT_FALLBACK_DETAIL,
+            )
+
+        if current is None:
+            return refused("not_locked", None)
+        if current.run_id != expect_run_id:
+            return refused("owner_changed", current)
+        params: dict[str, Any] = {"sessionKey": session_key}
+        if not expect_run_id.startswith("observed:"):
+            params["runId"] = expect_run_id  # only this run: its waiters are then admitted
+        payload = await client.call(ABORT_FALLBACK, params)
+        if not isinstance(payload, dict) or not isinstance(payload.get("aborted"), bool):
+            raise ProtocolViolation(f"chat.abort answered {str(payload)[:200]!r}")
+        run_ids = payload.get("runIds")
+        aborted = payload["aborted"] and (
+            "runId" not in params or (isinstance(run_ids, list) and expect_run_id in run_ids)
+        )
+        if not aborted:
+            return refused("abort_refused", current)
+        if translator is not None:
+            translator.wants_poll = True  # see the release as soon as the gateway shows it
+        log.info(
+            "force_clear_answered",
+            gateway=self.gateway,
+            session_key=session_key,
+            expect_run_id=expect_run_id,
+            cleared=True,
+            reason=reason,
+            fallback=ABORT_FALLBACK,
+        )
+        return ForceClearResult(
+            True,
+            session_key,
+            expect_run_id,
+            "",
+            None,
+            phase=current.phase,
+            fallback=ABORT_FALLBACK,
+            detail=ABORT_FALLBACK_DETAIL,
+        )
+
+    async def _requeue_by_send(
+        self, session_key: str, messages: Sequence[tuple[str, str]]
+    ) -> list[RequeueResult]:
+        """Observer mode: ``chat.send`` each message; the gateway dedupes on idempotencyKey."""
+        client = self._connected_client(SEND_FALLBACK)
+        results = []
+        for text, key in messages:
+            params = {"sessionKey": session_key, "message": text, "idempotencyKey": key}
+            payload = await client.call(SEND_FALLBACK, params)
+            run_id = payload.get("runId") if isinstance(payload, dict) else None
+            status = payload.get("status") if isinstance(payload, dict) else None
+            if not isinstance(run_id, str) or status not in ("started", "in_flight", "ok", "error"):
+                raise ProtocolViolation(f"chat.send answered {str(payload)[:200]!r}")
+            # Anything but "started" means the key was seen before: not run a second time.
+            results.append(
+                RequeueResult(
+                    key, run_id, "started" if status == "started" else "duplicate", SEND_FALLBACK
+                )
+            )
+        log.info(
+            "messages_requeued",
+            gateway=self.gateway,
+            session_key=session_key,
+            started=sum(r.status == "started" for r in results),
+            duplicates=sum(r.status == "duplicate" for r in results),
+            fallback=SEND_FALLBACK,
+        )
+        return results
 
     async def abort(self, session_key: str, run_id: str | None = None) -> AbortResult:
         """``chat.abort``: abort the session's runs (or one run)."""
@@ -685,6 +941,36 @@ def full_jitter_delay(failures: int, initial_s: float, max_s: float, rng: random
     """
     ceiling = min(max_s, initial_s * 2 ** min(max(failures, 0), 30))
     return rng.uniform(0.0, ceiling)
+
+
+def _observed_owner(
+    session_key: str, row: dict[str, Any], owner: SnapshotEntry | None
+) -> SnapshotEntry | None:
+    """The run the gateway reports as holding the session now, as observer mode sees it."""
+    active = row.get("activeRunIds")
+    if isinstance(active, list):
+        ids = [r for r in active if isinstance(r, str)]
+        if not ids:
+            return None
+        if owner is not None and owner.run_id in ids:
+            return owner
+        return SnapshotEntry(session_key=session_key, run_id=ids[-1])
+    has_active = row.get("hasActiveRun")
+    if has_active is False or (has_active is None and row.get("status") != "running"):
+        return None
+    return owner
+
+
+def _next_offset(page: dict[str, Any], offset: int) -> int | None:
+    """Where the next sessions.list page starts, or None after the last page."""
+    count = len(page["sessions"])
+    next_offset = page.get("nextOffset")
+    if page.get("hasMore") is True and isinstance(next_offset, int) and next_offset > offset:
+        return next_offset
+    total = page.get("totalCount")
+    if "hasMore" not in page and isinstance(total, int) and count and offset + count < total:
+        return offset + count
+    return None
 
 
 def _force_clear_result(session_key: str, payload: object) -> ForceClearResult:
