@@ -9,7 +9,8 @@
 // - a hidden tab drops pushes and re-fetches its table when shown again;
 // - a closed socket shows "Not live — reconnecting"; on reconnect the table
 //   is re-fetched (the same view, partial, via htmx).
-// It also ticks every lock age (<time datetime> in a session row) each second.
+// It also ticks every age each second: a <time datetime> whose text is an age
+// in the `age` filter's format (absolute dates in a <time> are left alone).
 (function () {
   "use strict";
 
@@ -17,6 +18,7 @@
   var pendingIds = new Set(); // rows held back or not on this page
   var needsResync = false; // held changes are only applied by re-fetching
   var wasOpen = false;
+  var isOpen = false;
   var stale = false; // pushes were dropped while the tab was hidden
   var clockOffsetMs = 0; // server clock minus browser clock, from the page
 
@@ -33,13 +35,14 @@
     return Math.floor(hours / 24) + " d " + (hours % 24) + " h";
   }
 
+  var AGE_TEXT = /^\d+ (s|min \d+ s|h \d+ min|d \d+ h)$/;
+
   function tickAges() {
     if (document.hidden) return;
     var now = Date.now() + clockOffsetMs;
-    var times = document.querySelectorAll(
-      'tr[id^="session-"] time[datetime], time[data-age][datetime]'
-    );
+    var times = document.querySelectorAll("time[datetime]");
     for (var i = 0; i < times.length; i++) {
+      if (!AGE_TEXT.test(times[i].textContent.trim())) continue;
       var since = Date.parse(times[i].getAttribute("datetime"));
       if (!isNaN(since)) {
         var text = age((now - since) / 1000);
@@ -140,6 +143,7 @@
 
   function onClose(event) {
     var code = event.detail.event.code;
+    isOpen = false;
     if (code === 4401) {
       setLive(false, "Not live \u2014 log in again to receive updates");
       return;
@@ -153,6 +157,7 @@
 
   function onOpen() {
     ownRetries = 0;
+    isOpen = true;
     setLive(true);
     if (wasOpen) resync(); // we may have missed pushes while closed
     wasOpen = true;
@@ -192,6 +197,9 @@
       return Array.from(pendingIds);
     },
     resync: resync,
+    isLive: function () {
+      return isOpen;
+    },
     age: age,
   };
 
