@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -22,6 +24,7 @@ from gateway_bridge.events import (
 from tests.pages.support import T0, Stream, ingest
 
 KEY = "agent:main:telegram:direct:7"
+AT = datetime.fromtimestamp(T0, UTC)
 
 
 def a_leak_healed_by_the_gateway(stream: Stream) -> list[RegistryEvent]:
@@ -75,7 +78,7 @@ def test_each_timeline_line_has_a_relative_and_an_absolute_time(viewer: Client) 
 
 def test_a_release_is_a_recovery_only_when_something_forced_it() -> None:
     def released(how: str) -> str:
-        event = TimelineEvent(kind="lock_released", at=T0, data={"how": how}, run_id="r")
+        event = TimelineEvent(kind="lock_released", at=AT, data={"how": how}, run_id="r")
         return describe_event(event).category
 
     assert released("normal") == "lock"
@@ -84,7 +87,7 @@ def test_a_release_is_a_recovery_only_when_something_forced_it() -> None:
 
 
 def test_an_unknown_event_kind_still_shows_up() -> None:
-    entry = build_timeline([TimelineEvent(kind="brand_new_thing", at=T0, data={"x": 1})], [])[0]
+    entry = build_timeline([TimelineEvent(kind="brand_new_thing", at=AT, data={"x": 1})], [])[0]
     assert entry.title == "Brand new thing"
     assert entry.detail == '{"x":1}'
 
