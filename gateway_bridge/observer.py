@@ -621,7 +621,7 @@ class ObserverTranslator:
         s.session_id = session_id or s.session_id
         lock = s.lock
         if lock is not None and lock.run_id != run_id:
-            if not lock.started and not lock.synthetic and run_id not in s.waiters:
+            if not lock.started and not lock.synthetic:
                 # The run we took as owner never ran: it was waiting, this one holds the lock.
                 waiting = lock.run_id
                 self._release(s, at, "normal", f"run {run_id} holds the lock")
