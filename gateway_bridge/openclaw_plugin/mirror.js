@@ -21,6 +21,16 @@ import {
 export const EVENT = "runboard.registry";
 const SCAN_INTERVAL_MS = 100;
 const PREVIEW_CHARS = 120;
+const MAX_TEXT = 8000;
+const FOLLOWUP_QUEUES = Symbol.for("openclaw.followupQueues");
+
+/** The follow-up queue items waiting for `key` (the queue module's global Map), or []. */
+function followupItems(key) {
+  const queues = Object.hasOwn(globalThis, FOLLOWUP_QUEUES) ? globalThis[FOLLOWUP_QUEUES] : null;
+  const queue = queues instanceof Map ? queues.get(key) : undefined;
+  const items = queue?.items;
+  return Array.isArray(items) ? items.filter((item) => item && typeof item === "object") : [];
+}
 
 export class Mirror {
   constructor({ version, logger }) {
@@ -162,23 +172,26 @@ export class Mirror {
     void replaced;
   }
 
+  /**
+   * Two kinds of waiting message: the registry's own waiters (waitForIdle: an object with a
+   * finish() and maybe a timer, no message) and the session's follow-up queue items (a
+   * chat.send to a busy session on 2026.5.28 / 2026.9.6 lands there: prompt and messageId).
+   */
   scanWaiters(key, seen, waiters, now) {
-    const current = waiters instanceof Set ? waiters : new Set();
+    const current = new Map();
+    for (const waiter of waiters instanceof Set ? waiters : []) current.set(waiter, "registry");
+    for (const item of followupItems(key)) current.set(item, "followup");
     for (const [waiter, info] of seen.waiters) {
       if (current.has(waiter)) continue;
       seen.waiters.delete(waiter);
-      // Gone while the lock is still held: the wait gave up (a timed slice, or an abort).
-      this.emit({ kind: "waiter.resolved", sessionKey: key, waiterId: info.waiterId, outcome: "timed_out" });
+      // Gone while the lock is still held: a registry wait gave up (a timed slice, or an
+      // abort); a follow-up item was dropped or cleared (drained items go at release).
+      const outcome = info.source === "registry" ? "timed_out" : "aborted";
+      this.emit({ kind: "waiter.resolved", sessionKey: key, waiterId: info.waiterId, outcome });
     }
-    for (const waiter of current) {
+    for (const [waiter, source] of current) {
       if (seen.waiters.has(waiter)) continue;
-      this.waiterCounter += 1;
-      const info = {
-        waiterId: `w-${this.waiterCounter}`,
-        sinceMs: now,
-        timeoutMs: waiterTimeoutMs(waiter),
-        turnKind: "visible",
-      };
+      const info = this.waiterInfo(waiter, source, now);
       seen.waiters.set(waiter, info);
       this.emit({
         kind: "waiter.added",
@@ -187,12 +200,24 @@ export class Mirror {
         timeoutMs: info.timeoutMs,
         turnKind: info.turnKind,
         blockingRunId: seen.runId,
-        // The registry's waiters carry no message: name the waiter, leave the text empty.
-        messageId: info.waiterId,
-        preview: "",
-        text: "",
+        messageId: info.messageId,
+        preview: previewOf(info.text),
+        text: info.text,
       });
     }
+  }
+
+  waiterInfo(waiter, source, now) {
+    this.waiterCounter += 1;
+    const waiterId = `w-${this.waiterCounter}`;
+    if (source === "registry") {
+      // The registry's waiters carry no message: name the waiter, leave the text empty.
+      return { source, waiterId, sinceMs: now, timeoutMs: waiterTimeoutMs(waiter), turnKind: "visible", messageId: waiterId, text: "" };
+    }
+    const text = typeof waiter.prompt === "string" ? waiter.prompt.slice(0, MAX_TEXT) : "";
+    const messageId = typeof waiter.messageId === "string" && waiter.messageId ? waiter.messageId : waiterId;
+    const since = typeof waiter.enqueuedAt === "number" ? waiter.enqueuedAt : now;
+    return { source, waiterId, sinceMs: since, timeoutMs: null, turnKind: "queued_followup", messageId, text };
   }
 
   // --- hooks on the registry -------------------------------------------------------------
@@ -264,9 +289,9 @@ export class Mirror {
         sinceMs: w.sinceMs,
         timeoutMs: w.timeoutMs,
         turnKind: w.turnKind,
-        messageId: w.waiterId,
-        preview: "",
-        text: "",
+        messageId: w.messageId,
+        preview: previewOf(w.text),
+        text: w.text,
       })),
     };
   }

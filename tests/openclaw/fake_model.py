@@ -28,6 +28,8 @@ from typing import Any
 MARKER = "MSG-"
 MODEL_ID = "fake-1"
 _STALL = re.compile(r"STALL:(\d+(?:\.\d+)?)")
+# OpenClaw prefixes the user's text with a time envelope: "[Sun 2026-11-22 01:39 UTC] hello".
+_ENVELOPE = re.compile(r"^\s*\[[^\]]*\]\s*")
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -52,7 +54,7 @@ def user_text(messages: list[Any]) -> str:
 
 def _last_line_with_marker(text: str) -> str:
     lines = [line for line in text.splitlines() if MARKER in line]
-    return lines[-1].strip() if lines else text.strip()
+    return _ENVELOPE.sub("", lines[-1]).strip() if lines else text.strip()
 
 
 @dataclass(frozen=True)
