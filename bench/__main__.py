@@ -9,7 +9,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("ingest_bench", "flag_latency")
+BENCHMARKS = (
+    "ingest_bench",
+    "flag_latency",
+    "sessions_page",
+)
 
 
 def main(names: list[str]) -> int:
