@@ -9,9 +9,9 @@ import pytest
 
 from gateway_bridge.simgateway.server import SimGateway
 from tests.contract.targets import (
+    REAL_STUCK_AFTER_S,
     SIM_KNOBS,
     SIM_STUCK_AFTER_S,
-    REAL_STUCK_AFTER_S,
     RealGatewayPool,
     Target,
     target_params,
@@ -74,7 +74,9 @@ async def target(
 
 async def _sim_target(sim_gateway: SimGatewayFactory, profile: str, mode: str) -> Target:
     token = "contract-token"
-    holder: dict[str, SimGateway] = {"gw": await sim_gateway(profile=profile, token=token, **SIM_KNOBS)}
+    holder: dict[str, SimGateway] = {
+        "gw": await sim_gateway(profile=profile, token=token, **SIM_KNOBS)
+    }
 
     async def restart() -> None:
         port = holder["gw"].port

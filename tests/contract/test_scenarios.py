@@ -91,7 +91,7 @@ async def test_a_hung_turn_is_flagged_within_its_threshold_and_other_users_go_on
     assert await s.flags_of(other, active_only=False) == []
 
 
-async def test_force_clear_releases_exactly_that_operation_refuses_a_stale_one_and_the_user_is_answered(
+async def test_force_clear_releases_exactly_that_run_refuses_a_stale_one_and_the_user_is_answered(
     target: Target,
 ) -> None:
     async with s.mirrored(target) as supervisor, s.chat_client(target) as client:
@@ -105,7 +105,9 @@ async def test_force_clear_releases_exactly_that_operation_refuses_a_stale_one_a
 
         done = await bridge.force_clear(key, run_id, "contract test: hung turn")
         assert done.cleared and done.run_id == run_id
-        await s.eventually(s.run_released(key, run_id), target.turn_timeout_s, "cleared run released")
+        await s.eventually(
+            s.run_released(key, run_id), target.turn_timeout_s, "cleared run released"
+        )
 
         after = s.marked("after the clear")
         await s.send(client, key, after)

@@ -183,7 +183,9 @@ class OpenClawGateway:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.running:
-                raise GatewayStartError(f"openclaw@{self.version} exited early:\n{self.output_tail()}")
+                raise GatewayStartError(
+                    f"openclaw@{self.version} exited early:\n{self.output_tail()}"
+                )
             if readyz(self.port) == 200:
                 return
             time.sleep(0.25)
@@ -195,6 +197,7 @@ class OpenClawGateway:
         process = self._process
         if process is None:
             return
+        family = descendants(process.pid)
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -204,9 +207,12 @@ class OpenClawGateway:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=timeout_s)
-        # Children the gateway spawned (its spawn broker) go with the process group.
+        # The gateway's own children (its spawn broker runs in a process group of its own).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         self._process = None
 
     def restart(self, timeout_s: float = READY_TIMEOUT_S) -> OpenClawGateway:
@@ -222,6 +228,28 @@ class OpenClawGateway:
             return self.output_file.read_text(encoding="utf-8", errors="replace")[-chars:]
         except OSError:
             return "(no output)"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (Linux /proc), children first seen first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ")".
+        fields = stat.rsplit(")", 1)[-1].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def readyz(port: int) -> int | None:

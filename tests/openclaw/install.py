@@ -16,6 +16,7 @@ The cache folder is outside the clone, shared by later runs and clones:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -78,8 +79,6 @@ def installed_version(lay: Layout, version: str) -> str | None:
     manifest = lay.openclaw_package(version) / "package.json"
     if not manifest.is_file() or not lay.openclaw_entry(version).is_file():
         return None
-    import json
-
     data = json.loads(manifest.read_text(encoding="utf-8"))
     found = data.get("version")
     return found if isinstance(found, str) else None
@@ -115,7 +114,9 @@ def _npm_install(prefix: Path, spec: str, *, ignore_scripts: bool, env: dict[str
             command, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S
         )
     except subprocess.TimeoutExpired as exc:
-        raise InstallError(f"npm install {spec} took longer than {INSTALL_TIMEOUT_S:.0f} s") from exc
+        raise InstallError(
+            f"npm install {spec} took longer than {INSTALL_TIMEOUT_S:.0f} s"
+        ) from exc
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip()[-2000:]
         raise InstallError(f"npm install {spec} failed (exit {done.returncode}):\n{tail}")
