@@ -41,7 +41,7 @@ from adminpanel.forms import (
     WarningsForm,
     encode_cursor,
 )
-from adminpanel.models import DispatchSkip, Flag, Gateway, Session, TimelineEvent
+from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, TimelineEvent
 from gateway_bridge.events import PHASES
 
 PAGE_SIZE = 50
@@ -313,7 +313,8 @@ def warnings(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _bad_request(request, form)
     hours = form.cleaned_data.get("hours") or WARNINGS_DEFAULT_HOURS
-    ledger = DispatchSkip.objects.filter(at__gte=timezone.now() - timedelta(hours=hours))
+    since = timezone.now() - timedelta(hours=hours)
+    ledger = DispatchSkip.objects.filter(at__gte=since)
     if form.cleaned_data.get("gateway"):
         ledger = ledger.filter(gateway__name=form.cleaned_data["gateway"])
     skips = _grouped(ledger.filter(kind="skip").values("session", "reason"), order="-last")
@@ -327,6 +328,7 @@ def warnings(request: HttpRequest) -> HttpResponse:
         "hours": hours,
         "skips": skips,
         "errors": errors,
+        "releases": _forced_releases(since, form.cleaned_data.get("gateway")),
         "gateway_names": list(Gateway.objects.order_by("name").values_list("name", flat=True)),
         "gateway": form.cleaned_data.get("gateway") or "",
     }
@@ -345,6 +347,30 @@ def _grouped(rows: QuerySet[Any], *, order: str, **extra: Any) -> list[dict[str,
     )
     for group in groups:
         group["latest"] = latest[group["latest_pk"]]
+    return groups
+
+
+def _forced_releases(since: datetime, gateway: str | None) -> list[dict[str, Any]]:
+    """Locks released by force (the gateway's self-healing log lines, or an operator)."""
+    runs = Run.objects.filter(released_at__gte=since, release_how__in=FORCED_HOWS)
+    if gateway:
+        runs = runs.filter(gateway__name=gateway)
+    groups: list[dict[str, Any]] = [
+        dict(row)
+        for row in runs.values("release_how")
+        .annotate(
+            count=Count("pk"),
+            sessions=Count("session", distinct=True),
+            first=Min("released_at"),
+            last=Max("released_at"),
+            latest_pk=Max("pk"),
+        )
+        .order_by("-count", "release_how")
+    ]
+    latest = Run.objects.select_related("session").in_bulk([g["latest_pk"] for g in groups])
+    for group in groups:
+        group["latest"] = latest[group["latest_pk"]]
+        group["meaning"] = _RECOVERY_HOWS.get(group["release_how"], "")
     return groups
 
 
@@ -379,6 +405,8 @@ class TimelineEntry:
     detail: str = ""
     run_id: str = ""
 
+
+FORCED_HOWS = ("forced_settle", "stale_takeover", "force_clear")
 
 # Lock releases that are recoveries: the gateway's own (automatic) or an operator's.
 _RECOVERY_HOWS = {

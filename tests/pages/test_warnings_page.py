@@ -14,6 +14,7 @@ from gateway_bridge.events import (
     FollowupDrainFailed,
     GatewayStarted,
     LockAcquired,
+    LockReleased,
     RegistryEvent,
 )
 from tests.pages.support import Stream, ingest
@@ -105,3 +106,18 @@ def test_the_warnings_query_count_does_not_grow_with_the_groups(viewer: Client) 
         response = viewer.get("/warnings/")
     assert len(response.context["skips"]) == 42
     assert len(many) == len(few)
+
+
+def test_locks_the_gateway_released_by_itself_are_grouped_by_how(viewer: Client) -> None:
+    t0 = time.time() - 60
+    stream = Stream()
+    events: list[RegistryEvent] = [stream(GatewayStarted, t0)]
+    for n, how in enumerate(["forced_settle", "forced_settle", "stale_takeover", "normal"]):
+        key = f"agent:main:telegram:direct:{n}"
+        events.append(stream(LockAcquired, t0 + 1, session_key=key, run_id=f"r{n}"))
+        events.append(stream(LockReleased, t0 + 2, session_key=key, run_id=f"r{n}", how=how))
+    ingest(events, now=t0 + 20)
+    response = viewer.get("/warnings/")
+    counts = {g["release_how"]: g["count"] for g in response.context["releases"]}
+    assert counts == {"forced_settle": 2, "stale_takeover": 1}
+    assert "automatic: stale takeover" in response.content.decode()
