@@ -244,7 +244,10 @@ def _list_page(
     except ValueError:
         form.add_error("after", "This page cursor belongs to another sort; start from page one.")
         return _bad_request(request, form)
-    count = filtered_sessions(filters)[: COUNT_CAP + 1].count()
+    if page.is_first and page.next_cursor is None:
+        count = len(page.rows)  # the whole match is on this page: nothing to count
+    else:
+        count = filtered_sessions(filters)[: COUNT_CAP + 1].count()
     query = request.GET.copy()
     query.pop("after", None)
     context = {
