@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
+from django.db import close_old_connections, connections
 from django.db.models import Prefetch, Q
 from django.template.loader import get_template
 from django.utils import timezone
@@ -113,6 +115,7 @@ class Broadcaster:
         layer: BaseChannelLayer | None = None,
         group: str = GROUP,
         max_rows: int = MAX_ROWS,
+        own_thread: bool = True,
     ) -> None:
         self.interval_s = interval_s
         self.row_interval_s = row_interval_s
@@ -125,9 +128,39 @@ class Broadcaster:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._render = sync_to_async(render_changes, thread_sensitive=True)
-        self._render_resync = sync_to_async(render_resync, thread_sensitive=True)
+        # Rendering reads committed rows on its own thread (its own connection), so
+        # it need not wait for ingest's next transaction on the bridge's thread.
+        # ``own_thread=False`` renders on the caller's thread (inside its transaction).
+        self._executor: ThreadPoolExecutor | None = None
+        self._render = self._on_thread(render_changes, own_thread)
+        self._render_resync = self._on_thread(render_resync, own_thread)
         self.messages = 0
+
+    def _on_thread[T](self, render: Callable[..., T], own: bool) -> Callable[..., Any]:
+        if not own:
+            return sync_to_async(render, thread_sensitive=True)
+
+        def fresh(*args: Any) -> T:
+            close_old_connections()  # honours CONN_MAX_AGE, drops broken connections
+            return render(*args)
+
+        async def on_own_thread(*args: Any) -> T:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="broadcast")
+            return await sync_to_async(fresh, thread_sensitive=False, executor=self._executor)(
+                *args
+            )
+
+        return on_own_thread
+
+    async def close(self) -> None:
+        """Close the render thread and its database connection."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            try:
+                await asyncio.wrap_future(executor.submit(connections.close_all))
+            finally:
+                executor.shutdown(wait=False)
 
     def note(self, keys: Iterable[SessionKey]) -> None:
         """Record committed changes; safe to call from any thread."""
@@ -205,3 +238,4 @@ class Broadcaster:
             stopping.cancel()
             self._loop = None
             self._wake = None
+            await self.close()

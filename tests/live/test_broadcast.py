@@ -84,7 +84,7 @@ def test_changes_noted_in_several_batches_go_out_as_one_message() -> None:
     layer = InMemoryChannelLayer()
     [viewer] = viewers(layer, 1)
     changed = lock_sessions(5)
-    broadcaster = Broadcaster(layer=layer)
+    broadcaster = Broadcaster(layer=layer, own_thread=False)
     for pair in sorted(changed):
         broadcaster.note([pair])
 
@@ -141,7 +141,7 @@ def test_a_flush_takes_three_queries_whatever_the_number_of_rows(rows: int) -> N
     changed = lock_sessions(rows, leaked=rows // 2)
     layer = InMemoryChannelLayer()
     viewers(layer, 1)
-    broadcaster = Broadcaster(layer=layer)
+    broadcaster = Broadcaster(layer=layer, own_thread=False)
     broadcaster.note(changed)
 
     with CaptureQueriesContext(connection) as queries:
@@ -158,7 +158,7 @@ def test_the_database_work_of_a_flush_does_not_grow_with_the_number_of_viewers()
     for count in (1, 100):
         layer = InMemoryChannelLayer()
         channels = viewers(layer, count)
-        broadcaster = Broadcaster(layer=layer)
+        broadcaster = Broadcaster(layer=layer, own_thread=False)
         broadcaster.note(changed)
         with CaptureQueriesContext(connection) as queries:
             async_to_sync(broadcaster.flush)()
@@ -173,7 +173,7 @@ def test_the_database_work_of_a_flush_does_not_grow_with_the_number_of_viewers()
 def test_nothing_is_sent_when_nothing_changed() -> None:
     layer = InMemoryChannelLayer()
     [viewer] = viewers(layer, 1)
-    broadcaster = Broadcaster(layer=layer)
+    broadcaster = Broadcaster(layer=layer, own_thread=False)
     broadcaster.note([])
 
     assert async_to_sync(broadcaster.flush)() is False
@@ -186,7 +186,7 @@ def test_a_busy_row_waits_for_its_interval_while_a_quiet_row_goes_out_at_once() 
     busy, quiet = changed
     layer = InMemoryChannelLayer()
     [viewer] = viewers(layer, 1)
-    broadcaster = Broadcaster(layer=layer, row_interval_s=3600)
+    broadcaster = Broadcaster(layer=layer, row_interval_s=3600, own_thread=False)
     broadcaster.note([busy])
     async_to_sync(broadcaster.flush)()
     broadcaster.note([busy, quiet])
@@ -203,7 +203,7 @@ def test_more_changed_rows_than_a_message_carries_become_one_resync() -> None:
     changed = lock_sessions(6)
     layer = InMemoryChannelLayer()
     [viewer] = viewers(layer, 1)
-    broadcaster = Broadcaster(layer=layer, max_rows=5)
+    broadcaster = Broadcaster(layer=layer, max_rows=5, own_thread=False)
     broadcaster.note(changed)
     async_to_sync(broadcaster.flush)()
 
