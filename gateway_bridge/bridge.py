@@ -588,6 +588,8 @@ class Bridge:
                 version=hello.server_version,
                 waiter_timeout_ms=waiter_timeout_ms_for(hello.server_version),
                 activity_interval_s=self.observer_activity_s,
+                # Long enough for the log line that would name a skip to be read.
+                unconfirmed_drop_s=2 * self.observer_poll_s + 1.0,
             )
             self._observer_gateway_boot = gateway_boot
             self._log_cursor = None

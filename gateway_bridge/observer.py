@@ -81,8 +81,9 @@ OBSERVER_BLIND_SPOTS: tuple[str, ...] = (
     "later with their 15 s wait slice.",
     "Lock age counts from the first sign of the run (its first event, or startedAt in "
     "sessions.list), not from when the registry entry was created.",
-    "Dispatch skips are seen only when the gateway logs at debug level or when a waiting "
-    "message's run ends without a reply; their reason is inferred.",
+    "Dispatch skips are seen only when an abort drops a waiting message or the gateway logs "
+    "at debug level; a message merged into the active run is not told apart from a skip "
+    "the gateway does not log.",
     "Log lines written before Runboard first connected to a gateway process are not read.",
     "Queued follow-up turns look like visible turns; only heartbeats are told apart.",
     "Force-clear cannot clear a registry entry: it aborts the run with chat.abort, which "
@@ -249,7 +250,8 @@ class _Drop:
     blocking_run_id: str
     at: float
     received_at: float
-    reason: str = ""
+    # Looked at once without a verdict: wait for a log line until unconfirmed_drop_s.
+    checked: bool = False
 
 
 class ObserverTranslator:
@@ -270,6 +272,7 @@ class ObserverTranslator:
         waiter_timeout_ms: int | None = None,
         activity_interval_s: float = 1.0,
         drop_settle_s: float = 0.5,
+        unconfirmed_drop_s: float = 10.0,
         dedupe_window_s: float = 60.0,
     ) -> None:
         self.gateway = gateway
@@ -278,6 +281,7 @@ class ObserverTranslator:
         self.waiter_timeout_ms = waiter_timeout_ms
         self.activity_interval_s = activity_interval_s
         self.drop_settle_s = drop_settle_s
+        self.unconfirmed_drop_s = max(unconfirmed_drop_s, drop_settle_s)
         self.dedupe_window_s = dedupe_window_s
         self.seq = 0
         self.snapshots = 0
@@ -307,7 +311,7 @@ class ObserverTranslator:
     @property
     def next_settle_at(self) -> float | None:
         """When ``settle`` has work (a dropped run whose reason is pending)."""
-        return min((d.received_at + self.drop_settle_s for d in self._drops), default=None)
+        return min((self._next_check(d) for d in self._drops), default=None)
 
     # --- whole state: the snapshot ----------------------------------------------
 
@@ -417,14 +421,36 @@ class ObserverTranslator:
         return self._take()
 
     def settle(self, now: float) -> list[RegistryEvent]:
-        """Report dropped runs whose reason had time to show (the abort that caused it)."""
+        """Decide what each run that ended without running was, once the evidence is in.
+
+        An abort of the run it waited behind (seen within ``drop_settle_s``)
+        or a log line naming the skip makes it a ``DispatchSkipped``. Without
+        either, after ``unconfirmed_drop_s``, it is taken as merged into the
+        active run (OpenClaw steers a message into a busy run and ends the
+        message's own run with an empty final): no skip.
+        """
         self._begin(now)
-        due = [d for d in self._drops if now - d.received_at >= self.drop_settle_s]
-        for drop in due:
-            self._drops.remove(drop)
-            reason = drop.reason or self._drop_reason(drop)
-            self._skip(drop.session_key, reason, drop.at, "run", drop.blocking_run_id, drop.run_id)
+        for drop in [d for d in self._drops if now >= self._next_check(d)]:
+            reason = self._drop_reason(drop)
+            if not reason and now - drop.received_at < self.unconfirmed_drop_s:
+                drop.checked = True
+                continue
+            self._settle_drop(drop, reason)
         return self._take()
+
+    def _next_check(self, drop: _Drop) -> float:
+        wait = self.unconfirmed_drop_s if drop.checked else self.drop_settle_s
+        return drop.received_at + wait
+
+    def _settle_drop(self, drop: _Drop, reason: str) -> None:
+        self._drops.remove(drop)
+        s = self._session(drop.session_key)
+        if not reason:
+            self._resolve_waiter_event(s, drop.run_id, drop.at, "admitted")
+            return
+        outcome = "aborted" if reason == "aborted" else "timed_out"
+        self._resolve_waiter_event(s, drop.run_id, drop.at, outcome)
+        self._skip(drop.session_key, reason, drop.at, "run", drop.blocking_run_id, drop.run_id)
 
     # --- sessions.list rows and sessions.changed ---------------------------------
 
@@ -598,7 +624,6 @@ class ObserverTranslator:
         if _DRAIN_FAILED_REPLY in reply:
             self._resolve_waiter_event(s, run_id, at, "admitted")
             return
-        self._resolve_waiter_event(s, run_id, at, "aborted")
         self._drops.append(_Drop(key, run_id, blocking, at, self._received_at))
 
     # --- the lock's lifecycle ------------------------------------------------------
@@ -722,7 +747,7 @@ class ObserverTranslator:
         if lock is None:
             return
         s.lock = None
-        s.last_run_id = lock.run_id
+        s.last_run_id, s.last_result = lock.run_id, lock.result
         self._activity_at.pop(lock.run_id, None)
         self._remember(self._released, lock.run_id, how, RELEASES_KEPT)
         self._emit(LockReleased, at, session_key=s.key, run_id=lock.run_id, how=how, detail=detail)
@@ -746,7 +771,6 @@ class ObserverTranslator:
         """A waiting run left ``activeRunIds`` without running: its message was dropped."""
         waiter = s.waiters.pop(run_id)
         self._remember_finished(run_id, "skipped")
-        self._resolve_waiter_event(s, run_id, at, "aborted")
         self._drops.append(_Drop(s.key, run_id, waiter.blocking_run_id, at, self._received_at))
 
     def _resolve_waiter_event(self, s: _Session, run_id: str, at: float, outcome: str) -> None:
@@ -764,7 +788,7 @@ class ObserverTranslator:
             return "aborted"
         if self._finished.get(blocking) == "aborted":
             return "aborted"
-        return "active-run"
+        return ""
 
     def _skip(
         self,
@@ -783,10 +807,10 @@ class ObserverTranslator:
                 del reported[i]  # this one was already reported by the other source
                 return
         if source == "log":
-            # A dropped run still settling is this same skip: give it the log's reason.
+            # A dropped run still settling is this same skip: report it with the log's reason.
             for drop in self._drops:
-                if drop.session_key == key and not drop.reason:
-                    drop.reason = reason
+                if drop.session_key == key:
+                    self._settle_drop(drop, reason)
                     return
         reported.append((reason, at, source))
         self._emit(

@@ -170,52 +170,51 @@ def test_a_waiter_dropped_by_an_abort_is_one_skip_with_reason_aborted_after_it_s
 
     early = t.settle(T + 2.1)
     settled = t.settle(T + 2 + t.drop_settle_s)
-    log_line = t.log_lines(
-        [
-            tslog(
-                f"dispatch-from-config: skipped reply operation admission for {KEY}; reason=aborted"
-            )
-        ],
-        T + 3,
-    )
+    skip_line = f"dispatch-from-config: skipped reply operation admission for {KEY}; reason=aborted"
+    log_line = t.log_lines([tslog(skip_line)], T + 3)
 
-    assert kinds(dropped) == ["WaiterResolved"] and early == []
-    [skip] = settled
+    assert dropped == [] and early == []
+    resolved, skip = settled
+    assert isinstance(resolved, WaiterResolved) and resolved.outcome == "aborted"
     assert isinstance(skip, DispatchSkipped)
     assert (skip.reason, skip.message_id, skip.blocking_run_id) == ("aborted", "waiting", "owner")
     assert log_line == []  # the same skip, seen again in the log
 
 
-def test_a_waiter_that_leaves_active_run_ids_without_an_abort_is_skipped_as_active_run() -> None:
+def test_a_message_whose_run_ends_empty_while_the_owner_runs_on_was_merged_not_skipped() -> None:
+    t = translator("2026.9.6")
+    start(t, "owner")
+    t.sessions([row(active=["owner", "steered"])], T + 1, T + 1)
+    # Real 2026.9.6 steers a message into a busy run and ends its own run empty.
+    t.event("chat", {"runId": "steered", "sessionKey": KEY, "state": "final"}, T + 1.2)
+
+    undecided = t.settle(T + 2)
+    next_check = t.next_settle_at
+    later = t.settle(T + 1.2 + t.unconfirmed_drop_s)
+
+    assert undecided == [] and next_check == T + 1.2 + t.unconfirmed_drop_s
+    [resolved] = later
+    assert isinstance(resolved, WaiterResolved) and resolved.outcome == "admitted"
+    assert t.next_settle_at is None
+
+
+def test_a_waiter_gone_without_an_abort_is_a_skip_when_the_log_names_it() -> None:
     t = translator()
     start(t, "owner")
     t.sessions([row(active=["waiting", "owner"])], T + 1, T + 1)
-
     gone = t.sessions([row(active=["owner"])], T + 16, T + 16)
-    [skip] = t.settle(T + 17)
-
-    assert kinds(gone) == ["WaiterResolved"]
-    assert isinstance(skip, DispatchSkipped) and skip.reason == "active-run"
-
-
-def test_a_skip_seen_first_in_the_log_names_the_reason_of_the_dropped_run_that_follows() -> None:
-    t = translator()
-    start(t, "owner")
-    t.event("chat", {"runId": "hb", "sessionKey": KEY, "state": "final"}, T + 1)
-    t.log_lines(
-        [
-            tslog(
-                f"dispatch-from-config: skipped reply operation admission for {KEY}; "
-                "reason=active-run"
-            )
-        ],
-        T + 1.1,
+    skip_line = (
+        f"dispatch-from-config: skipped reply operation admission for {KEY}; reason=active-run"
     )
 
-    [skip] = t.settle(T + 5)
+    nothing_yet = t.settle(T + 17)
+    from_log = t.log_lines([tslog(skip_line, level="DEBUG")], T + 18)
 
+    assert gone == [] and nothing_yet == []
+    resolved, skip = from_log
+    assert isinstance(resolved, WaiterResolved) and resolved.outcome == "timed_out"
     assert isinstance(skip, DispatchSkipped)
-    assert (skip.reason, skip.message_id) == ("active-run", "hb")
+    assert (skip.reason, skip.message_id) == ("active-run", "waiting")
 
 
 def test_a_run_ends_but_its_lock_goes_only_when_the_session_shows_no_active_run() -> None:
