@@ -1,0 +1,390 @@
+"""event_to_dom_ms: from the gateway emitting a change to the row updating in a real browser.
+
+The real app (``manage.py demo``: daphne with the bridge on its loop) mirrors
+a simulated gateway (2026.9 profile) on loopback; Chromium (Playwright) shows
+the sessions page, logged in. A sample: the bench makes one idle "probe"
+session hang (``send_inbound(key, "HANG")``), the gateway emits the lock at
+once, and a MutationObserver in the page stamps the moment the row with the
+lock age is swapped in; the latency is that stamp minus the wall-clock time
+just before the gateway was told. The probe is then aborted (lock released)
+and rested before it is used again.
+
+Measured under load: 50 other WebSocket viewers connected (a separate
+process reading every message) while the gateway emits ``EVENTS_PER_S``
+registry events per second (quick turns on other sessions). The baseline,
+measured in the same run on the same server: the same samples with only the
+browser connected and no load. Goal: p99 <= 100 ms.
+
+``python -m bench.event_to_dom viewers URL COOKIE N`` is the viewers' process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SIM_TOKEN = "bench-token"
+GATEWAY = "bench"
+FAST = {"turn_median_s": 0.05, "turn_cap_s": 0.1, "activity_interval_s": 0.02}
+PROBES = 12
+LOAD_SESSIONS = 24
+VIEWERS = 50
+EVENTS_PER_S = 500
+SAMPLES = 60
+SAMPLE_GAP_S = 0.1
+WAIT_MS = 10_000  # an upper bound per sample, not an expectation
+START_TIMEOUT_S = 60.0
+
+
+# --- shared with bench.viewer_queries ------------------------------------------------
+
+
+def setup_django(workdir: Path) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "adminpanel.settings"
+    os.environ["RUNBOARD_DATABASE_URL"] = ""
+    os.environ["RUNBOARD_VAR_DIR"] = str(workdir)
+    os.environ.setdefault("RUNBOARD_LOG_LEVEL", "WARNING")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def login_cookie() -> tuple[str, str]:
+    """A logged-in viewer's session cookie (name, value) in the scratch database."""
+    from django.conf import settings
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    User.objects.create_user("bench-viewer", password="bench-viewer-pw")
+    client = Client()
+    assert client.login(username="bench-viewer", password="bench-viewer-pw")
+    return settings.SESSION_COOKIE_NAME, client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Server:
+    """The web server with the bridge, in its own process, bridged to one gateway."""
+
+    def __init__(self, workdir: Path, gateway_url: str, command: Sequence[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "server.log"
+        self.command = [*command, "--port", str(self.port)]
+        self.env = {
+            **os.environ,
+            "RUNBOARD_VAR_DIR": str(workdir),
+            "RUNBOARD_GATEWAY_URL": gateway_url,
+            "RUNBOARD_GATEWAY_TOKEN": SIM_TOKEN,
+            "RUNBOARD_GATEWAY_NAME": GATEWAY,
+            "RUNBOARD_LOG_LEVEL": "WARNING",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with open(self.log, "wb") as log:
+            return subprocess.Popen(
+                [sys.executable, *self.command], cwd=ROOT, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    async def start(self) -> None:
+        self.process = self._spawn()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not await asyncio.to_thread(self._answers):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"server did not start:\n{self.log.read_text()}")
+            await asyncio.sleep(0.1)
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/login/", timeout=2) as response:
+                return int(response.status) == 200
+        except OSError:
+            return False
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(self.process.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            await asyncio.to_thread(self.process.wait)
+
+
+class Viewers:
+    """``count`` WebSocket viewers in their own process, each reading every message."""
+
+    def __init__(self, server: Server, cookie: tuple[str, str], count: int) -> None:
+        self.args = [server.url.replace("http", "ws", 1), "=".join(cookie), str(count)]
+        self.process: subprocess.Popen[str] | None = None
+
+    def _spawn(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bench.event_to_dom", "viewers", *self.args],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    async def start(self) -> None:
+        self.process = self._spawn()
+        assert self.process.stdout is not None
+        line = await asyncio.to_thread(self.process.stdout.readline)
+        if not line.startswith("connected"):
+            raise SystemExit(f"viewers did not connect: {line!r}")
+
+    async def stop(self) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdout is not None
+        self.process.send_signal(signal.SIGINT)
+        out = await asyncio.to_thread(self.process.stdout.read)
+        await asyncio.to_thread(self.process.wait, 30)
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
+
+
+async def run_viewers(ws_url: str, cookie: str, count: int) -> None:
+    """The viewers' process: connect, say so, read until SIGINT, print what was received."""
+    from websockets.asyncio.client import connect
+
+    headers = {"Cookie": cookie, "Origin": ws_url.replace("ws", "http", 1)}
+    received = [0] * count
+    sizes = [0] * count
+    sockets = [await connect(f"{ws_url}/ws/sessions/", additional_headers=headers,
+                             max_size=None) for _ in range(count)]  # fmt: skip
+
+    async def read(n: int) -> None:
+        with contextlib.suppress(Exception):
+            async for message in sockets[n]:
+                received[n] += 1
+                sizes[n] += len(message)
+
+    readers = [asyncio.create_task(read(n)) for n in range(count)]
+    print("connected", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    for ws in sockets:
+        await ws.close()
+    await asyncio.gather(*readers, return_exceptions=True)
+    print(json.dumps({"messages": received, "bytes": sizes}), flush=True)
+
+
+# --- the measurement ------------------------------------------------------------------------
+
+OBSERVE_ROWS = """() => {
+  window.__marks = [];
+  new MutationObserver((mutations) => {
+    const at = performance.timeOrigin + performance.now();
+    for (const m of mutations) for (const n of m.addedNodes) {
+      if (n.nodeType === 1 && n.tagName === "TR" && n.id)
+        window.__marks.push([n.id, at, n.querySelector("time[datetime]") !== null]);
+    }
+  }).observe(document.body, {childList: true, subtree: true});
+  window.__arrivals = [];
+  document.getElementById("live").addEventListener("htmx:wsBeforeMessage", (e) => {
+    const at = performance.timeOrigin + performance.now();
+    window.__arrivals.push([at, e.detail.message.length, e.detail.message]);
+  }, true);
+}"""
+
+FORGET = "(id) => { window.__marks = window.__marks.filter((m) => m[0] !== id); }"
+SWAPPED = """([id, since, locked]) =>
+  window.__marks.find((m) => m[0] === id && m[1] >= since && m[2] === locked) || null"""
+
+
+class Load:
+    """Quick turns on the load sessions at a rate that makes the gateway emit ``events_per_s``."""
+
+    def __init__(self, gateway: Any, keys: Sequence[str], events_per_s: float) -> None:
+        self.gateway, self.keys, self.events_per_s = gateway, list(keys), events_per_s
+        self.emitted = 0
+        gateway.registry.listeners.append(self._count)
+        self.events_per_turn = 6.0
+
+    def _count(self, payload: dict[str, Any]) -> None:
+        self.emitted += 1
+
+    async def calibrate(self, turns: int = 60) -> None:
+        before = self.emitted
+        keys = itertools.cycle(self.keys)
+        for _ in range(turns):
+            self.gateway.send_inbound(next(keys), "calibrate")
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.0)
+        self.events_per_turn = max(1.0, (self.emitted - before) / turns)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        turns_per_s = self.events_per_s / self.events_per_turn
+        keys = itertools.cycle(self.keys)
+        started, sent = time.monotonic(), 0
+        while not stop.is_set():
+            due = int((time.monotonic() - started) * turns_per_s)
+            for _ in range(due - sent):
+                self.gateway.send_inbound(next(keys), "load")
+            sent = max(sent, due)
+            await asyncio.sleep(0.01)
+
+
+async def sample(page: Any, gateway: Any, probes: list[tuple[str, str]], count: int) -> list[float]:
+    """``count`` lock-appears latencies (ms), cycling through the probe sessions."""
+    latencies: list[float] = []
+    aborted: dict[str, float] = {}
+    for n in range(count):
+        key, row_id = probes[n % len(probes)]
+        if row_id in aborted:  # the probe's previous release has reached the page
+            await page.wait_for_function(SWAPPED, arg=[row_id, aborted[row_id], False],
+                                         timeout=WAIT_MS)  # fmt: skip
+        await page.evaluate(FORGET, row_id)
+        since = time.time() * 1000
+        gateway.send_inbound(key, "HANG for the bench")
+        mark = await page.wait_for_function(SWAPPED, arg=[row_id, since, True], timeout=WAIT_MS)
+        latencies.append((await mark.json_value())[1] - since)
+        aborted[row_id] = time.time() * 1000
+        gateway.abort(key)
+        await asyncio.sleep(SAMPLE_GAP_S)
+    return latencies
+
+
+async def scenario(workdir: Path, cookie: tuple[str, str]) -> dict[str, Any]:
+    from asgiref.sync import sync_to_async
+    from playwright.async_api import async_playwright
+
+    from adminpanel.models import Session
+    from gateway_bridge.simgateway.server import SimGateway
+
+    gateway = SimGateway(name=GATEWAY, profile="2026.9", token=SIM_TOKEN, **FAST)  # type: ignore[arg-type]
+    await gateway.start()
+    server = Server(workdir, gateway.url, ["manage.py", "demo"])
+    probe_keys = [f"agent:main:telegram:direct:probe-{n}" for n in range(PROBES)]
+    load_keys = [f"agent:load:slack:direct:load-{n}" for n in range(LOAD_SESSIONS)]
+    try:
+        await server.start()
+        for key in probe_keys + load_keys:
+            gateway.send_inbound(key, "hello")
+        rows: dict[str, int] = {}
+        deadline = time.monotonic() + 60
+        while len(rows) < len(probe_keys) and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+            found = sync_to_async(
+                lambda: dict(
+                    Session.objects.filter(session_key__in=probe_keys).values_list(
+                        "session_key", "pk"
+                    )
+                )
+            )
+            rows = await found()
+        probes = [(key, f"session-{rows[key]}") for key in probe_keys]
+        await asyncio.sleep(1.0)  # the quick turns have ended
+
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            context = await browser.new_context()
+            name, value = cookie
+            await context.add_cookies([{"name": name, "value": value, "url": server.url}])
+            page = await context.new_page()
+            await page.goto(f"{server.url}/")
+            await page.wait_for_function("() => window.runboardLive && runboardLive.isLive()")
+            for _, row_id in probes:
+                await page.wait_for_selector(f"#{row_id}")
+            await page.evaluate(OBSERVE_ROWS)
+
+            await sample(page, gateway, probes, 5)  # warm-up
+            baseline = await sample(page, gateway, probes, SAMPLES)
+
+            load = Load(gateway, load_keys, EVENTS_PER_S)
+            await load.calibrate()
+            viewers = Viewers(server, cookie, VIEWERS)
+            await viewers.start()
+            stop = asyncio.Event()
+            loading = asyncio.create_task(load.run(stop))
+            await asyncio.sleep(1.0)
+            emitted, started = load.emitted, time.monotonic()
+            loaded = await sample(page, gateway, probes, SAMPLES)
+            rate = (load.emitted - emitted) / (time.monotonic() - started)
+            stop.set()
+            await loading
+            received = await viewers.stop()
+            await browser.close()
+    finally:
+        await server.stop()
+        await gateway.stop()
+    messages = received.get("messages", [])
+    return {
+        "baseline": baseline,
+        "loaded": loaded,
+        "events_per_s": rate,
+        "viewer_messages_min": min(messages) if messages else 0,
+        "viewers": len(messages),
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="runboard-bench-") as workdir:
+        setup_django(Path(workdir))
+        cookie = login_cookie()
+        result = asyncio.run(scenario(Path(workdir), cookie))
+    loaded, baseline = result["loaded"], result["baseline"]
+    p99, base_p99 = percentile(loaded, 99), percentile(baseline, 99)
+    print(
+        json.dumps(
+            {
+                "metric": "event_to_dom_ms",
+                "value": round(p99, 1),
+                "unit": "ms (p99)",
+                "p50": round(percentile(loaded, 50), 1),
+                "samples": len(loaded),
+                "viewers": result["viewers"] + 1,
+                "events_per_s": round(result["events_per_s"]),
+                "baseline": round(base_p99, 1),
+                "baseline_metric": "event_to_dom_ms p99, 1 viewer, no load",
+                "baseline_p50": round(percentile(baseline, 50), 1),
+                "ratio": round(p99 / base_p99, 2) if base_p99 else None,
+                "goal": "p99 <= 100",
+            }
+        )
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["viewers"]:
+        url, cookie, count = sys.argv[2], sys.argv[3], int(sys.argv[4])
+        asyncio.run(run_viewers(url, cookie, count))
+    else:
+        main()
