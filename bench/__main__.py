@@ -13,6 +13,8 @@ BENCHMARKS = (
     "ingest_bench",
     "flag_latency",
     "sessions_page",
+    "event_to_dom",
+    "viewer_queries",
 )
 
 
