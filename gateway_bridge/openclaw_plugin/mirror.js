@@ -318,13 +318,31 @@ export class Mirror {
       return { cleared: false, sessionKey, reason: "owner_changed", current: this.entryOf(sessionKey, seen) };
     }
     const { state, shape } = this.resolve();
-    this.releaseHow.set(seen.op, { how: "force_clear", detail: reason.slice(0, 512) });
-    const cause = new Error(`Reply run force-cleared by Runboard: ${reason}`);
-    const gone = clearThroughRegistry(state, shape, sessionKey, seen.op, cause);
-    const phase = seen.op.phase;
+    const op = seen.op;
+    this.releaseHow.set(op, { how: "force_clear", detail: reason.slice(0, 512) });
+    // First cancel the owner's backend, as OpenClaw's own stuck-session recovery does before
+    // it force-clears: a cleared entry whose model call still runs keeps the session's lane,
+    // and the user's next message would wait behind it (seen on 2026.9.6).
+    cancelBackend(op);
+    if (state.activeRunsByKey.get(sessionKey) === op) {
+      const cause = new Error(`Reply run force-cleared by Runboard: ${reason}`);
+      clearThroughRegistry(state, shape, sessionKey, op, cause);
+    }
+    const gone = state.activeRunsByKey.get(sessionKey) !== op;
+    const phase = op.phase;
     this.scan();
     if (!gone) return null;
     return { cleared: true, sessionKey, runId: seen.runId, phase, seq: this.seq };
+  }
+}
+
+/** op.abortByUser(): aborts the owner's signal and cancels its backend; never throws. */
+function cancelBackend(op) {
+  if (op.result || typeof op.abortByUser !== "function") return;
+  try {
+    op.abortByUser();
+  } catch {
+    // The clear below still releases the entry.
   }
 }
 
