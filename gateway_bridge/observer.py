@@ -271,7 +271,7 @@ class ObserverTranslator:
         version: str = "",
         waiter_timeout_ms: int | None = None,
         activity_interval_s: float = 1.0,
-        drop_settle_s: float = 0.5,
+        drop_settle_s: float = 1.0,
         unconfirmed_drop_s: float = 10.0,
         dedupe_window_s: float = 60.0,
     ) -> None:
@@ -502,7 +502,7 @@ class ObserverTranslator:
         active_set = set(active)
         lock = s.lock
         if lock is not None and not lock.synthetic and lock.run_id not in active_set:
-            self._release(s, at, "normal", "sessions.list shows the run no longer active")
+            self._release(s, at, "normal", "the gateway shows the run no longer active")
             lock = None
         if lock is not None and lock.synthetic and active:
             # Now the run has a name: the synthetic lock was this session's first active run.
@@ -520,8 +520,8 @@ class ObserverTranslator:
         if lock is None and fresh:
             # Which id owns the lock is not said; the simulated gateway lists it last.
             owner = fresh.pop()
-            started_at = _ms(row.get("startedAt"))
-            if row.get("status") == "running" and started_at is not None and started_at <= at:
+            started_at = self._current_start(s, row, at)
+            if started_at is not None:
                 self._acquire(s, owner, started_at, "running", started=False)
             else:
                 self._acquire(s, owner, at, "queued", started=False)
@@ -533,13 +533,27 @@ class ObserverTranslator:
         """``hasActiveRun`` without the run ids: a lock can be seen, not named."""
         if not has_active:
             if s.lock is not None or s.waiters:
-                self._idle(s, at, "sessions.list shows no active run")
+                self._idle(s, at, "the gateway shows no active run")
             return
-        started_at = _ms(row.get("startedAt"))
-        if s.lock is None and row.get("status") == "running" and started_at is not None:
+        started_at = self._current_start(s, row, at)
+        if s.lock is None and started_at is not None:
             run_id = f"observed:{s.session_id or s.key}:{int(started_at * 1000)}"
             if run_id not in self._finished:
                 self._acquire(s, run_id, started_at, "running", started=False, synthetic=True)
+
+    @staticmethod
+    def _current_start(s: _Session, row: dict[str, Any], at: float) -> float | None:
+        """The row's ``startedAt`` if it is the running run's, not a finished run's.
+
+        OpenClaw updates ``startedAt`` when a run's model work starts; until
+        then a running session still shows the previous run's start.
+        """
+        started_at, ended_at = _ms(row.get("startedAt")), _ms(row.get("endedAt"))
+        if row.get("status") != "running" or started_at is None or started_at > at:
+            return None
+        if ended_at is not None and ended_at >= started_at:
+            return None
+        return started_at if started_at > s.last_ended_at else None
 
     def _idle(self, s: _Session, at: float, detail: str) -> None:
         if s.lock is not None:
@@ -687,6 +701,11 @@ class ObserverTranslator:
     ) -> None:
         if s.waiters.pop(run_id, None) is not None:
             self._resolve_waiter_event(s, run_id, at, "admitted")
+        if started:
+            for drop in [d for d in self._drops if d.session_key == s.key]:
+                # A run the gateway starts on its own right after carries the dropped
+                # message (a queued follow-up under a new run id): it was not lost.
+                self._settle_drop(drop, "")
         s.lock = _Lock(
             run_id=run_id,
             acquired_at=at,

@@ -188,7 +188,7 @@ def test_a_message_whose_run_ends_empty_while_the_owner_runs_on_was_merged_not_s
     # Real 2026.9.6 steers a message into a busy run and ends its own run empty.
     t.event("chat", {"runId": "steered", "sessionKey": KEY, "state": "final"}, T + 1.2)
 
-    undecided = t.settle(T + 2)
+    undecided = t.settle(T + 1.2 + t.drop_settle_s)
     next_check = t.next_settle_at
     later = t.settle(T + 1.2 + t.unconfirmed_drop_s)
 
@@ -196,6 +196,37 @@ def test_a_message_whose_run_ends_empty_while_the_owner_runs_on_was_merged_not_s
     [resolved] = later
     assert isinstance(resolved, WaiterResolved) and resolved.outcome == "admitted"
     assert t.next_settle_at is None
+
+
+def test_a_dropped_message_carried_into_a_run_the_gateway_starts_itself_is_not_a_skip() -> None:
+    t = translator("2026.9.6")
+    start(t, "owner")
+    # Real 2026.9.6, chat.abort of the owner alone: the waiting message's run ends empty
+    # and a follow-up run with a new id starts at once, carrying it.
+    t.event("chat", {"runId": "owner", "sessionKey": KEY, "state": "aborted"}, T + 1)
+    t.event("chat", {"runId": "waiting", "sessionKey": KEY, "state": "final"}, T + 1.1)
+    carried = t.event(
+        "agent", agent("followup", "run_status", T + 1.6, phase="preparing_workspace"), T + 1.6
+    )
+
+    later = t.settle(T + 5)
+
+    assert kinds(carried) == ["LockReleased", "LockAcquired"]
+    assert later == [] and not [e for e in carried if isinstance(e, DispatchSkipped)]
+
+
+def test_a_running_sessions_start_time_from_a_finished_run_is_not_taken_for_the_lock_age() -> None:
+    t = translator("2026.9.6")
+    start(t, "r1", T)
+    t.event("agent", agent("r1", "lifecycle", T + 2, phase="end"), T + 2)
+    t.sessions([row(active=[], status="done", startedAt=int(T * 1000))], T + 3, T + 3)
+
+    events = t.sessions(
+        [row(active=["r2"], status="running", startedAt=int(T * 1000))], T + 10, T + 10
+    )
+
+    [acquired] = [e for e in events if isinstance(e, LockAcquired)]
+    assert (acquired.run_id, acquired.phase, acquired.at) == ("r2", "queued", T + 10)
 
 
 def test_a_waiter_gone_without_an_abort_is_a_skip_when_the_log_names_it() -> None:
