@@ -108,13 +108,16 @@
     template.innerHTML = event.detail.message;
     var parts = Array.prototype.slice.call(template.content.children);
     var hold = holding();
+    var listed = table() !== null; // rows only matter on a page that lists sessions
     var now = [];
     parts.forEach(function (part) {
       var id = part.id;
       if (id === "live-resync") {
+        if (!listed) return;
         if (hold) needsResync = true;
         else window.setTimeout(resync, 0);
       } else if (id && id.indexOf("session-") === 0) {
+        if (!listed) return;
         if (hold || !document.getElementById(id)) pendingIds.add(id);
         else now.push(part.outerHTML);
       } else if (id && document.getElementById(id)) {

@@ -181,3 +181,62 @@ async def test_the_page_says_it_is_not_live_while_the_server_is_down_and_recover
     await expect(banner).to_be_hidden(timeout=60_000)
     gateway.send_inbound(KEY, "HANG after the restart")
     await expect(row_of_key(page, KEY).locator("time[datetime]")).to_be_visible(timeout=SHOWN_MS)
+
+
+async def test_changes_wait_while_a_dialog_is_open(
+    browser: Browser, server: Server, gateway: SimGateway
+) -> None:
+    page = await session_listed(browser, server, gateway, KEY)
+    await page.keyboard.press("?")
+    await expect(page.locator("dialog#keys-help")).to_be_visible()
+
+    gateway.send_inbound(KEY, "HANG behind the dialog")
+
+    notice = page.locator("#live-apply")
+    await expect(notice).to_have_text("1 change \u2014 apply", timeout=SHOWN_MS)
+    await expect(row_of_key(page, KEY).locator("time[datetime]")).to_have_count(0)
+
+
+async def test_a_hidden_tab_ignores_pushes_and_catches_up_when_shown(
+    browser: Browser, server: Server, gateway: SimGateway
+) -> None:
+    page = await session_listed(browser, server, gateway, KEY)
+    await page.evaluate(COUNT_PUSHES)
+    await page.evaluate(SET_HIDDEN, True)
+
+    gateway.send_inbound(KEY, "HANG while hidden")
+    gateway.send_inbound(OTHER, "HANG while hidden")
+    await page.wait_for_function(PUSHED, arg=[KEY, OTHER], timeout=SHOWN_MS)
+    await expect(row_of_key(page, KEY).locator("time[datetime]")).to_have_count(0)
+
+    await page.evaluate(SET_HIDDEN, False)
+    await expect(row_of_key(page, KEY).locator("time[datetime]")).to_be_visible(timeout=SHOWN_MS)
+    await expect(row_of_key(page, OTHER)).to_be_visible(timeout=SHOWN_MS)
+
+
+async def test_the_detail_page_shows_no_changes_notice_for_rows_it_does_not_list(
+    browser: Browser, server: Server, gateway: SimGateway
+) -> None:
+    page = await session_listed(browser, server, gateway, KEY)
+    await row_of_key(page, KEY).locator("a", has_text=KEY).click()
+    await page.wait_for_url("**/sessions/*/")
+    await live(page)
+    await page.evaluate(COUNT_PUSHES)
+
+    gateway.send_inbound(OTHER, "HANG elsewhere")
+    await page.wait_for_function(PUSHED, arg=[OTHER], timeout=SHOWN_MS)
+    await expect(page.locator("#live-apply")).to_be_hidden()
+
+
+COUNT_PUSHES = """() => {
+  window.pushed = "";
+  document.getElementById("live").addEventListener("htmx:wsBeforeMessage", (e) => {
+    window.pushed += e.detail.message;
+  });
+}"""
+PUSHED = "(keys) => keys.every((key) => window.pushed.includes(key))"
+# The page cannot be hidden headless; this flips what live.js reads and tells it.
+SET_HIDDEN = """(hidden) => {
+  Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
