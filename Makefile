@@ -14,7 +14,7 @@ BASE_PYTHON := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/pyth
 # cannot work here, so it is launched with executable_path.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help venv system-deps demo test lint bench migrate clean
+.PHONY: help venv system-deps openclaw-deps demo test lint bench migrate clean
 
 help:
 	@echo "make demo   set up and start Runboard with a simulated gateway on http://127.0.0.1:8000"
@@ -49,7 +49,12 @@ system-deps:
 	  fi; \
 	fi
 
-test: venv system-deps
+# Node 24 and the pinned OpenClaw releases, into a cache folder outside the
+# clone that later runs and clones reuse (tests/openclaw/install.py).
+openclaw-deps: venv
+	$(PY) -m tests.openclaw.install
+
+test: venv system-deps openclaw-deps
 	$(PY) -m pytest
 
 lint: venv
