@@ -65,7 +65,7 @@ def test_the_timeline_tells_the_whole_story_newest_first(viewer: Client) -> None
     assert positions == sorted(positions)
     assert "automatic: forced release after a terminal result" in html
     assert "no timeout: waits forever" in html
-    assert 'class="tl recovery"' in html
+    assert 'class="tl tl-recovery"' in html
 
 
 def test_each_timeline_line_has_a_relative_and_an_absolute_time(viewer: Client) -> None:
@@ -105,7 +105,7 @@ def test_a_long_timeline_is_cut_with_a_link_to_more(viewer: Client) -> None:
     ingest(events)
     session = Session.objects.get()
     html = viewer.get(f"/sessions/{session.pk}/", {"limit": 5}).content.decode()
-    assert html.count('<li class="tl ') == 5
+    assert html.count('<li class="tl tl-') == 5
     assert "?limit=10#timeline" in html
 
 
