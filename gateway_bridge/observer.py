@@ -239,6 +239,8 @@ class _Session:
     last_run_id: str = ""
     last_result: str = ""
     last_ended_at: float = 0.0
+    # The gateway time of the newest row applied (a sessions.list answer or sessions.changed).
+    row_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -461,6 +463,9 @@ class ObserverTranslator:
         if not isinstance(key, str) or not key:
             return ""
         s = self._session(key)
+        if at < s.row_at:
+            return key  # an answer computed before the change event we already applied
+        s.row_at = at
         s.session_id = _text(row.get("sessionId")) or s.session_id
         status = row.get("status")
         if isinstance(status, str) and status in SESSION_STATUSES and status != s.status:

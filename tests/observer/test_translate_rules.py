@@ -340,6 +340,20 @@ def test_sessions_changed_with_a_status_only_changes_the_status_and_asks_for_a_p
     assert t.wants_poll and t.owner_of(KEY) is not None
 
 
+def test_a_sessions_list_answer_older_than_an_applied_change_event_is_not_applied() -> None:
+    t = translator()
+    start(t, "r1")
+    t.event(
+        "sessions.changed",
+        {"sessionKey": KEY, "ts": int(T * 1000) + 2000, "session": row(active=[], status="done")},
+        T + 2,
+    )
+
+    stale = t.sessions([row(active=["r1"], status="running")], T + 1, T + 2.1)
+
+    assert stale == [] and t.owner_of(KEY) is None
+
+
 def test_sessions_changed_carrying_active_run_ids_is_applied_like_a_row() -> None:
     t = translator()
     start(t, "r1")
