@@ -8,8 +8,9 @@
 // Dependency-free ESM; loaded with `plugins.load.paths` and enabled with
 // `plugins.entries["runboard-registry"].enabled = true`.
 
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { Mirror, previewOf } from "./mirror.js";
 import { UnsupportedRegistry } from "./registry-shape.js";
 
@@ -84,10 +85,42 @@ function chatSend(opts, sendHandler, sessionKey, message) {
   });
 }
 
-function chatSendHandler(context) {
+/**
+ * The gateway's own chat.send handler. 2026.7+ hands plugins the method registry on the
+ * request context; 2026.5.x does not, but its server-methods module exports
+ * `coreGatewayHandlers`: import that very module (same URL, so the same instance the gateway
+ * runs) from the installed dist folder. Anything else: none, and requeue refuses.
+ */
+async function chatSendHandler(context) {
   const registry = context?.getGatewayMethodRegistry?.();
   const handler = registry?.getHandler?.("chat.send");
-  return typeof handler === "function" ? handler : null;
+  if (typeof handler === "function") return handler;
+  const handlers = await coreHandlersFromDist();
+  const core = handlers?.["chat.send"];
+  return typeof core === "function" ? core : null;
+}
+
+let coreHandlers;
+function coreHandlersFromDist() {
+  coreHandlers ??= (async () => {
+    const dist = join(dirname(process.argv[1] ?? ""), "dist");
+    let names;
+    try {
+      names = readdirSync(dist).filter((n) => /^server-methods-[A-Za-z0-9_-]+\.m?js$/.test(n) && !n.startsWith("server-methods-list-"));
+    } catch {
+      return null;
+    }
+    for (const name of names) {
+      try {
+        const mod = await import(pathToFileURL(join(dist, name)).href);
+        if (mod.coreGatewayHandlers && typeof mod.coreGatewayHandlers === "object") return mod.coreGatewayHandlers;
+      } catch {
+        // not the module we look for
+      }
+    }
+    return null;
+  })();
+  return coreHandlers;
 }
 
 export default {
@@ -149,11 +182,9 @@ export default {
           if (!nonEmptyString(m?.text, MAX_TEXT)) return invalid(respond, `messages[${i}].text must be 1-${MAX_TEXT} characters`);
           if (!nonEmptyString(m?.idempotencyKey, 512)) return invalid(respond, `messages[${i}].idempotencyKey must be a non-empty string`);
         }
-        const send = chatSendHandler(context);
-        if (!send) {
-          return unsupported(respond, new UnsupportedRegistry("this gateway exposes no chat.send handler to plugins"));
-        }
         return answer(respond, async () => {
+          const send = await chatSendHandler(context);
+          if (!send) throw new UnsupportedRegistry("this gateway exposes no chat.send handler to plugins");
           const results = [];
           for (const m of messages) {
             const sent = await chatSend(opts, send, sessionKey, m);

@@ -168,6 +168,13 @@ def timeline_kinds(key: str, run_id: str) -> list[str]:
     return list(rows.values_list("kind", flat=True))
 
 
+@sync_to_async
+def timeline_rows(key: str) -> list[tuple[int | None, str, str]]:
+    """(seq, kind, run id) of everything on the session's timeline, for failure messages."""
+    rows = TimelineEvent.objects.filter(gateway__name=GATEWAY, session__session_key=key)
+    return list(rows.order_by("boot_id", "seq", "id").values_list("seq", "kind", "run_id"))
+
+
 def locked_by(key: str, run_id: str | None = None) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         row = await session_row(key)
