@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
-from django.db import close_old_connections, connections
+from django.db import DatabaseError, connection, connections
 from django.db.models import Prefetch, Q
 from django.template.loader import get_template
 from django.utils import timezone
@@ -141,8 +141,13 @@ class Broadcaster:
             return sync_to_async(render, thread_sensitive=True)
 
         def fresh(*args: Any) -> T:
-            close_old_connections()  # honours CONN_MAX_AGE, drops broken connections
-            return render(*args)
+            # A long-lived connection of its own (no per-render connect); one that
+            # failed is dropped and the next flush connects afresh.
+            try:
+                return render(*args)
+            except DatabaseError:
+                connection.close()
+                raise
 
         async def on_own_thread(*args: Any) -> T:
             if self._executor is None:

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from adminpanel.broadcast import GROUP
+from adminpanel.broadcast import GROUP, MESSAGE_TYPE
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +36,15 @@ class SessionsConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Viewers only listen; anything they send is ignored."""
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every handler, on the
+        # one sync thread that ingest also uses: N viewers would queue N hops behind
+        # ingest per push. The push handler never touches the database, so skip it.
+        if message["type"] == MESSAGE_TYPE:
+            await self.sessions_changed(message)
+        else:
+            await super().dispatch(message)
 
     async def sessions_changed(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["html"])
