@@ -65,6 +65,8 @@ OBSERVER_MAX_PAGES = 50
 OBSERVER_PAGE_SIZE = 500
 # logs.tail pages read per poll; what is left is read at the next poll.
 OBSERVER_LOG_PAGES = 10
+# When sessions.changed events carry whole rows, sessions.list is only a safety net.
+OBSERVER_ROWS_SLOWDOWN = 5
 # Gateway events observer mode reads (plugin mode needs none of them).
 OBSERVED_EVENTS = frozenset({"agent", "chat", "sessions.changed", "shutdown"})
 ABORT_FALLBACK = "chat.abort"
@@ -546,8 +548,10 @@ class Bridge:
         """Infer the registry from events and polls until the connection closes or stop().
 
         Events are translated as they arrive; ``sessions.list`` and
-        ``logs.tail`` are read every ``observer_poll_s`` and, after a run ends
-        or an unknown run shows up, as soon as ``observer_min_poll_s`` allows.
+        ``logs.tail`` are read every ``observer_poll_s`` and, after a run ends,
+        as soon as ``observer_min_poll_s`` allows. A gateway whose
+        ``sessions.changed`` events carry whole rows (2026.9) gets its
+        ``sessions.list`` read ``OBSERVER_ROWS_SLOWDOWN`` times less often.
         """
         translator = self._observer_for(hello)
         if hello.has_method("sessions.subscribe"):
@@ -559,7 +563,7 @@ class Bridge:
         if self._log_cursor is None:
             await self._unless_stopped(self._read_logs(client, translator))
         loop = asyncio.get_running_loop()
-        last_poll = loop.time()
+        last_poll = last_rows = loop.time()
         while True:
             item = await self._next_item(queue, translator, last_poll)
             events, closed = self._observe(translator, queue, item)
@@ -567,9 +571,16 @@ class Bridge:
                 self.observer_min_poll_s if translator.wants_poll else self.observer_poll_s
             )
             if not closed and loop.time() >= due:
-                polled, closed = await self._observer_poll(client, translator, queue)
+                slowdown = OBSERVER_ROWS_SLOWDOWN if translator.rows_from_events else 1
+                read_rows = translator.wants_poll or (
+                    loop.time() >= last_rows + self.observer_poll_s * slowdown
+                )
+                polled, closed = await self._observer_poll(
+                    client, translator, queue, read_rows=read_rows
+                )
                 events.extend(polled)
                 last_poll = loop.time()
+                last_rows = last_poll if read_rows else last_rows
             events.extend(translator.settle(self._clock()))
             if events:
                 gap = await self._deliver(events)
@@ -632,8 +643,12 @@ class Bridge:
         client: GatewayClient,
         translator: ObserverTranslator,
         queue: asyncio.Queue[_QueueItem],
+        *,
+        read_rows: bool = True,
     ) -> tuple[list[RegistryEvent], bool]:
-        """Read sessions.list and the new log lines; (events, connection closed)."""
+        """Read sessions.list (``read_rows``) and new log lines; (events, connection closed)."""
+        if not read_rows:
+            return await self._unless_stopped(self._read_logs(client, translator)), False
         try:
             rows, at, complete = await self._unless_stopped(self._session_rows(client))
         except GatewayTimeout as exc:

@@ -289,6 +289,8 @@ class ObserverTranslator:
         self.snapshots = 0
         # A terminal event or an unknown run: sessions.list should be read soon.
         self.wants_poll = False
+        # sessions.changed carries whole rows with hasActiveRun (real 2026.9): polls can be rarer.
+        self.rows_from_events = False
         self.diagnostics: list[SessionDiagnostic] = []
         self._sessions: dict[str, _Session] = {}
         self._finished: OrderedDict[str, str] = OrderedDict()  # run id -> result
@@ -497,6 +499,7 @@ class ObserverTranslator:
         if "key" not in row and "sessionKey" not in row:
             row = {**row, "key": payload.get("sessionKey") or payload.get("key")}
         activeness = any(k in row for k in ("activeRunIds", "hasActiveRun"))
+        self.rows_from_events = self.rows_from_events or activeness
         if not activeness:
             # A status alone does not say whether a lock is held: sessions.list will.
             self.wants_poll = True
@@ -757,7 +760,8 @@ class ObserverTranslator:
         lock.result, lock.code, lock.phase = result, code, result
         self._emit(RunEnded, at, session_key=key, run_id=run_id, result=result, code=code)
         s.last_result, s.last_ended_at = result, at
-        self.wants_poll = True  # is the lock released? sessions.list says
+        # Is the lock released? sessions.list says, unless sessions.changed rows will.
+        self.wants_poll = not self.rows_from_events
         if code == "run_stalled":
             self._release(s, at, "stale_takeover", error or "no_activity")
 

@@ -340,6 +340,18 @@ def test_sessions_changed_with_a_status_only_changes_the_status_and_asks_for_a_p
     assert t.wants_poll and t.owner_of(KEY) is not None
 
 
+def test_once_sessions_changed_carries_whole_rows_a_run_end_needs_no_early_poll() -> None:
+    t = translator("2026.9.6")
+    start(t, "r1")
+    t.event("sessions.changed", {"sessionKey": KEY, "session": row(active=["r1"])}, T + 1)
+
+    t.event("chat", {"runId": "r1", "sessionKey": KEY, "state": "final"}, T + 2)
+    released = t.event("sessions.changed", {"sessionKey": KEY, "session": row(active=[])}, T + 3)
+
+    assert t.rows_from_events and not t.wants_poll
+    assert kinds(released) == ["LockReleased"]
+
+
 def test_a_sessions_list_answer_older_than_an_applied_change_event_is_not_applied() -> None:
     t = translator()
     start(t, "r1")
