@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 from asgiref.sync import sync_to_async
-from channels.layers import BaseChannelLayer, get_channel_layer
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.db import DatabaseError, connection, connections
 from django.db.models import Prefetch, Q
 from django.template.loader import get_template
@@ -97,6 +97,16 @@ def render_resync() -> str:
 def _stuck_count() -> str:
     stuck = Session.objects.filter(flag_count__gt=0).count()
     return get_template("adminpanel/stuck_count.html").render({"stuck_count": stuck, "oob": True})
+
+
+def _has_viewers(layer: BaseChannelLayer, group: str) -> bool:
+    """False only when the layer knows the group is empty (the in-memory layer does).
+
+    Then nothing is rendered: a viewer who connects later loads the page afresh.
+    """
+    if isinstance(layer, InMemoryChannelLayer):
+        return bool(layer.groups.get(group))
+    return True
 
 
 class Broadcaster:
@@ -197,7 +207,7 @@ class Broadcaster:
         if not keys:
             return False
         layer = self._layer or get_channel_layer()
-        if layer is None:
+        if layer is None or not _has_viewers(layer, self.group):
             return False
         message: dict[str, Any]
         if len(keys) > self.max_rows:

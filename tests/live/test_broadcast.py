@@ -170,6 +170,17 @@ def test_the_database_work_of_a_flush_does_not_grow_with_the_number_of_viewers()
 
 
 @pytest.mark.django_db
+def test_nothing_is_rendered_while_nobody_watches() -> None:
+    changed = lock_sessions(3)
+    broadcaster = Broadcaster(layer=InMemoryChannelLayer(), own_thread=False)
+    broadcaster.note(changed)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert async_to_sync(broadcaster.flush)() is False
+    assert len(queries) == 0
+
+
+@pytest.mark.django_db
 def test_nothing_is_sent_when_nothing_changed() -> None:
     layer = InMemoryChannelLayer()
     [viewer] = viewers(layer, 1)
