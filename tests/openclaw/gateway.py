@@ -221,7 +221,12 @@ class OpenClawGateway:
 
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(self.home, ignore_errors=True)
+        # A child that outlived the gateway by a moment may still write its last file.
+        for _ in range(3):
+            shutil.rmtree(self.home, ignore_errors=True)
+            if not self.home.exists():
+                return
+            time.sleep(0.5)
 
     def output_tail(self, chars: int = 4000) -> str:
         try:
