@@ -1,15 +1,17 @@
 """Pushes changed session rows to every viewer, once per change, after commit.
 
 Ingest (and the detect tick) report which sessions they changed; the
-``Broadcaster`` collects those keys and, at most every ``interval_s``, renders
-the rows with the same partial the page uses (``adminpanel/session_row.html``)
-plus the header's stuck count, and sends the HTML once to the ``sessions``
-group. Every consumer forwards that one string: the database work per flush
-is three queries whatever the number of viewers, and a burst of changes is
-one message.
+``Broadcaster`` collects those keys and flushes them at most every
+``interval_s`` (a burst is one message; a busy row goes out at most every
+``row_interval_s``). A flush renders the rows with the same partial the page
+uses (``adminpanel/session_row.html``, with ``oob`` set) plus the header's
+stuck count, and sends the HTML once to the ``sessions`` group. Every
+consumer forwards that one string: the database work per flush is three
+queries whatever the number of viewers, and none at all while nobody watches.
 
 ``note`` is called from ingest's thread after its transaction committed;
-``run`` is the flusher on the event loop.
+``run`` is the flusher on the event loop; rendering happens on a thread (and
+database connection) of its own.
 """
 
 from __future__ import annotations
@@ -212,11 +214,13 @@ class Broadcaster:
         message: dict[str, Any]
         if len(keys) > self.max_rows:
             html = await self._render_resync()
-            message = {"type": MESSAGE_TYPE, "html": html, "keys": [], "resync": True}
+            message = {"type": MESSAGE_TYPE, "html": html, "rows": 0, "resync": True}
             rows = 0
         else:
             html, rows = await self._render(keys)
-            message = {"type": MESSAGE_TYPE, "html": html, "keys": sorted(map(list, keys))}
+            # Plain strings and ints only: the in-memory layer deep-copies the message
+            # once per viewer.
+            message = {"type": MESSAGE_TYPE, "html": html, "rows": rows}
         await layer.group_send(self.group, message)
         self.messages += 1
         log.debug("sessions_broadcast", sessions=len(keys), rows=rows, size=len(html))

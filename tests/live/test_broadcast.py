@@ -92,7 +92,7 @@ def test_changes_noted_in_several_batches_go_out_as_one_message() -> None:
     [message] = received(layer, viewer)
 
     assert message["type"] == MESSAGE_TYPE
-    assert sorted(map(tuple, message["keys"])) == sorted(changed)
+    assert message["rows"] == len(changed)
     for n in range(5):
         assert key(n) in message["html"]
 
@@ -204,8 +204,8 @@ def test_a_busy_row_waits_for_its_interval_while_a_quiet_row_goes_out_at_once() 
     async_to_sync(broadcaster.flush)()
 
     first, second = received(layer, viewer)
-    assert [tuple(k) for k in first["keys"]] == [busy]
-    assert [tuple(k) for k in second["keys"]] == [quiet]
+    assert busy[1] in first["html"] and quiet[1] not in first["html"]
+    assert quiet[1] in second["html"] and busy[1] not in second["html"]
     assert async_to_sync(broadcaster.flush)() is False  # busy is still waiting
 
 
@@ -238,11 +238,10 @@ async def test_the_running_broadcaster_sends_a_burst_noted_from_another_thread_o
     try:
         note = sync_to_async(broadcaster.note, thread_sensitive=False)
         await asyncio.gather(*(note([pair]) for pair in sorted(changed)))
-        got: set[tuple[str, str]] = set()
+        html = ""
         async with asyncio.timeout(10):  # a generous bound, not a timing assertion
-            while got != changed:
-                message = await layer.receive(viewer)
-                got |= {tuple(k) for k in message["keys"]}  # type: ignore[misc]
+            while not all(k in html for _, k in changed):
+                html += (await layer.receive(viewer))["html"]
     finally:
         stop.set()
         await running

@@ -47,9 +47,7 @@ async def test_a_logged_in_viewer_joins_and_receives_the_broadcast_html(
     viewer: WebsocketCommunicator,
 ) -> None:
     html = '<tr hx-swap-oob="true" id="session-1"><td>x</td></tr>'
-    await get_channel_layer().group_send(
-        GROUP, {"type": MESSAGE_TYPE, "html": html, "keys": [["gw", "k"]]}
-    )
+    await get_channel_layer().group_send(GROUP, {"type": MESSAGE_TYPE, "html": html, "rows": 1})
 
     assert await viewer.receive_from(timeout=10) == html
 
@@ -61,7 +59,7 @@ async def test_every_viewer_receives_the_same_message(viewer: WebsocketCommunica
     try:
         assert connected
         await get_channel_layer().group_send(
-            GROUP, {"type": MESSAGE_TYPE, "html": "<span>1</span>", "keys": []}
+            GROUP, {"type": MESSAGE_TYPE, "html": "<span>1</span>", "rows": 0}
         )
         assert await viewer.receive_from(timeout=10) == "<span>1</span>"
         assert await second.receive_from(timeout=10) == "<span>1</span>"
