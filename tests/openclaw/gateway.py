@@ -33,7 +33,7 @@ PLUGIN_ID = "runboard-registry"
 PROVIDER = "fake"
 MODEL = "fake-1"
 READY_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0  # a gateway draining a hung turn would wait minutes: kill it
 
 
 class GatewayStartError(RuntimeError):
