@@ -122,7 +122,7 @@ class Broadcaster:
     def __init__(
         self,
         *,
-        interval_s: float = 0.05,
+        interval_s: float = 0.1,
         row_interval_s: float = 0.25,
         layer: BaseChannelLayer | None = None,
         group: str = GROUP,
