@@ -6,6 +6,7 @@ in-memory channel layer, the simulated gateway. ``DEBUG`` only when asked for.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import structlog
@@ -94,6 +95,11 @@ def _database(url: str) -> dict[str, object]:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
+            # Tests use a file too, not SQLite's shared-cache memory database: there
+            # a second thread (the broadcaster's renders) fails at once with "table
+            # is locked" instead of waiting. One file per process, so parallel runs
+            # do not collide.
+            "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     from urllib.parse import unquote, urlsplit
 
