@@ -882,7 +882,8 @@ class Bridge:
         if not aborted:
             return refused("abort_refused", current)
         if translator is not None:
-            translator.wants_poll = True  # see the release as soon as the gateway shows it
+            # The release that follows is this force-clear's; see it as soon as it shows.
+            translator.note_force_clear(expect_run_id, f"chat.abort: {reason}")
         log.info(
             "force_clear_answered",
             gateway=self.gateway,

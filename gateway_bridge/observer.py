@@ -298,6 +298,7 @@ class ObserverTranslator:
         self._activity_at: dict[str, float] = {}
         self._drops: list[_Drop] = []
         self._waiter_ids: OrderedDict[str, str] = OrderedDict()  # announced, not yet resolved
+        self._forced: OrderedDict[str, str] = OrderedDict()  # run id -> force-clear detail
         # Skips already reported per key, (reason, at, source), to report each once.
         self._reported_skips: dict[str, list[tuple[str, float, str]]] = {}
         self._out: list[RegistryEvent] = []
@@ -311,6 +312,11 @@ class ObserverTranslator:
         if s is None or s.lock is None:
             return None
         return self._entry(s, s.lock)
+
+    def note_force_clear(self, run_id: str, detail: str) -> None:
+        """Runboard aborted ``run_id`` to force-clear it: its lock's release is that."""
+        self._remember(self._forced, run_id, detail, RELEASES_KEPT)
+        self.wants_poll = True
 
     @property
     def next_settle_at(self) -> float | None:
@@ -777,6 +783,9 @@ class ObserverTranslator:
         s.lock = None
         s.last_run_id, s.last_result = lock.run_id, lock.result
         self._activity_at.pop(lock.run_id, None)
+        forced = self._forced.pop(lock.run_id, None)
+        if forced is not None and how == "normal":
+            how, detail = "force_clear", forced
         self._remember(self._released, lock.run_id, how, RELEASES_KEPT)
         self._emit(LockReleased, at, session_key=s.key, run_id=lock.run_id, how=how, detail=detail)
 

@@ -41,6 +41,9 @@ async def test_force_clear_aborts_the_expected_run_says_so_and_the_waiter_is_ans
     )
     acquired = sink.of_kind(LockAcquired, session_key=KEY_A)
     assert [getattr(e, "run_id", "") for e in acquired] == [hung, waiting]
+    [released] = sink.of_kind(LockReleased, run_id=hung)
+    assert isinstance(released, LockReleased)
+    assert (released.how, released.detail) == ("force_clear", "chat.abort: operator: stuck")
 
 
 async def test_force_clear_refuses_a_run_the_gateway_no_longer_reports_and_an_idle_session(
