@@ -6,10 +6,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-import pytest
-
 from gateway_bridge.bridge import Bridge, full_jitter_delay
-from gateway_bridge.errors import NotSupported
 from gateway_bridge.events import LockAcquired, RegistryEvent, SessionStatusChanged, Snapshot
 from tests.bridge.scripted import ScriptedGateway, now_ms, until
 from tests.bridge.support import ListSink, StateLog, running
@@ -124,8 +121,10 @@ async def test_observer_mode_mirrors_session_statuses_from_sessions_list() -> No
             statuses[KEY] = "done"
             await until(lambda: bool(sink.of_kind(SessionStatusChanged)))
             mode = bridge.state.mode
-            with pytest.raises(NotSupported):
-                await bridge.force_clear(KEY, "run-1", "stuck")
+            # No plugin: force-clear falls back to chat.abort, and refuses an idle session.
+            result = await bridge.force_clear(KEY, "run-1", "stuck")
+
+    assert (result.cleared, result.reason, result.fallback) == (False, "not_locked", "chat.abort")
 
     snapshot, change, *_ = sink.events
     assert isinstance(snapshot, Snapshot)
