@@ -238,10 +238,28 @@ EVENTS: tuple[str, ...] = (
 )
 
 
+# What only the companion plugin adds: a stock OpenClaw (``plugin=False``) has none of it.
+PLUGIN_PREFIX = "runboard.registry"
+
+
+def is_plugin_name(name: str) -> bool:
+    return name == PLUGIN_PREFIX or name.startswith(PLUGIN_PREFIX + ".")
+
+
+def method_names(*, plugin: bool) -> tuple[str, ...]:
+    """The methods ``hello-ok`` lists, with or without the companion plugin."""
+    return tuple(m for m in METHODS if plugin or not is_plugin_name(m))
+
+
+def event_names(*, plugin: bool) -> tuple[str, ...]:
+    """The events ``hello-ok`` lists, with or without the companion plugin."""
+    return tuple(e for e in EVENTS if plugin or not is_plugin_name(e))
+
+
 def call(gw: SimGateway, conn: Connection, method_name: str, params: dict[str, Any]) -> Any:
     """Run one request. Raises ``RequestError`` for anything the client got wrong."""
     method = METHODS.get(method_name)
-    if method is None:
+    if method is None or (not gw.plugin and is_plugin_name(method_name)):
         raise RequestError("INVALID_REQUEST", f"unknown method: {method_name}")
     if not has_scope(conn.scopes, method.scope):
         raise RequestError(

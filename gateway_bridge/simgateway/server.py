@@ -10,6 +10,11 @@ the synchronous registry can emit events without awaiting.
 
 A restarted gateway is a new ``SimGateway`` on the same port: new bootId,
 empty registry.
+
+``plugin=False`` plays a stock OpenClaw without Runboard's companion plugin:
+``hello-ok`` lists no ``runboard.registry.*`` method or event, and calling
+one answers ``INVALID_REQUEST`` "unknown method: <name>" (the bridge then
+runs in observer mode).
 """
 
 from __future__ import annotations
@@ -80,9 +85,11 @@ class SimGateway:
         seed: int = 0,
         start_delay_s: float = 0.0,
         tick_interval_s: float = 15.0,
+        plugin: bool = True,
         **knobs: Any,
     ) -> None:
         self.name = name
+        self.plugin = plugin
         self.profile = get_profile(profile)
         self.knobs = Knobs.from_kwargs(**knobs)
         self.token = token
@@ -233,6 +240,8 @@ class SimGateway:
     # --- outputs ---------------------------------------------------------------
 
     def _on_change(self, payload: dict[str, Any]) -> None:
+        if not self.plugin:
+            return
         frame = frames.encode_event("runboard.registry", payload)
         for conn in self._subscribers:
             if conn.faults is not None:
@@ -371,7 +380,10 @@ class SimGateway:
                 "connId": conn.conn_id,
                 "bootId": self.registry.boot_id,
             },
-            "features": {"methods": list(methods.METHODS), "events": list(methods.EVENTS)},
+            "features": {
+                "methods": list(methods.method_names(plugin=self.plugin)),
+                "events": list(methods.event_names(plugin=self.plugin)),
+            },
             "auth": {"role": "operator", "scopes": sorted(conn.scopes)},
             "policy": {
                 "tickIntervalMs": ms(self.tick_interval_s),

@@ -1,10 +1,10 @@
 """A simulated gateway configured like a stock OpenClaw: no companion plugin.
 
-``SimGateway`` has no knob to leave Runboard's ``runboard.registry.*``
-methods out of ``hello-ok``; this subclass drops them (and the
-``runboard.registry`` event) from what it advertises, which is all the bridge
-looks at to choose observer mode. Everything else is the real simulated
-gateway on a real loopback socket.
+``SimGateway(plugin=False)`` lists no ``runboard.registry.*`` method or event
+in ``hello-ok`` and answers those methods "unknown method", as a real gateway
+without the plugin does; the bridge then runs in observer mode. The subclass
+only adds a way to cut client sockets while the gateway keeps running.
+Everything is the real simulated gateway on a real loopback socket.
 """
 
 from __future__ import annotations
@@ -14,18 +14,12 @@ from typing import Any
 
 import pytest
 
-from gateway_bridge.simgateway.server import Connection, SimGateway
-
-PLUGIN_PREFIX = "runboard.registry"
+from gateway_bridge.simgateway.server import SimGateway
 
 
 class PluginlessSimGateway(SimGateway):
-    def _hello(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
-        hello = super()._hello(conn, params)
-        features = hello["features"]
-        features["methods"] = [m for m in features["methods"] if not m.startswith(PLUGIN_PREFIX)]
-        features["events"] = [e for e in features["events"] if not e.startswith(PLUGIN_PREFIX)]
-        return hello
+    def __init__(self, **options: Any) -> None:
+        super().__init__(plugin=False, **options)
 
     def drop_connections(self) -> None:
         """Cut every client socket without a close frame; the gateway keeps running."""

@@ -104,6 +104,31 @@ async def test_an_unknown_method_is_invalid_request(sim_gateway: SimGatewayFacto
     await client.close()
 
 
+async def test_without_the_plugin_hello_lists_no_registry_methods_and_they_are_unknown(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(plugin=False)
+    client, hello = await RawClient.open(gw.url)
+    features = hello["payload"]["features"]
+    assert {"sessions.list", "chat.send", "chat.abort", "logs.tail"} <= set(features["methods"])
+    assert not [m for m in features["methods"] if m.startswith("runboard.registry")]
+    assert "runboard.registry" not in features["events"]
+    for method, params in (
+        ("runboard.registry.snapshot", {}),
+        ("runboard.registry.subscribe", {}),
+        ("runboard.registry.forceClear", {"sessionKey": KEY, "expectRunId": "r", "reason": "x"}),
+        ("runboard.registry.requeue", {"sessionKey": KEY, "messages": []}),
+    ):
+        error = (await client.request(method, params))["error"]
+        assert (error["code"], error["message"]) == ("INVALID_REQUEST", f"unknown method: {method}")
+    assert (
+        await client.payload(
+            "chat.send", {"sessionKey": KEY, "message": "hi", "idempotencyKey": "k1"}
+        )
+    )["status"] == "started"
+    await client.close()
+
+
 async def test_malformed_frames_are_ignored_and_the_connection_stays_up(
     sim_gateway: SimGatewayFactory,
 ) -> None:
