@@ -111,12 +111,28 @@ def _has_viewers(layer: BaseChannelLayer, group: str) -> bool:
     return True
 
 
+class _Bucket:
+    """Token bucket: ``take`` says how long to wait before the next flush may go."""
+
+    def __init__(self, *, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.at = float(burst), 0.0
+
+    def take(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        self.tokens -= 1
+        return max(0.0, -self.tokens / self.rate)
+
+
 class Broadcaster:
     """Coalesces changed session keys and sends them to the group.
 
-    A flush happens at most every ``interval_s`` (a burst is one message), and
-    one row is sent at most every ``row_interval_s`` (a busy row updates a few
-    times a second); a row that was quiet goes out on the next flush.
+    Flushes average at most one per ``interval_s`` (a burst of changes is one
+    message); a quiet console may flush ``burst`` times in quick succession, so
+    a lone change is not held back by the one just before it. One row is sent
+    at most every ``row_interval_s`` (a busy row updates a few times a second);
+    a row that was quiet goes out with the next flush.
     """
 
     def __init__(
@@ -128,8 +144,10 @@ class Broadcaster:
         group: str = GROUP,
         max_rows: int = MAX_ROWS,
         own_thread: bool = True,
+        burst: int = 3,
     ) -> None:
         self.interval_s = interval_s
+        self.burst = burst
         self.row_interval_s = row_interval_s
         self.group = group
         self.max_rows = max_rows
@@ -232,7 +250,7 @@ class Broadcaster:
         self._wake = wake = asyncio.Event()
         wake.set()
         stopping = asyncio.ensure_future(stop.wait())
-        last = 0.0
+        bucket = _Bucket(rate=1 / self.interval_s, burst=self.burst)
         try:
             while not stop.is_set():
                 timeout = None
@@ -246,9 +264,8 @@ class Broadcaster:
                 if stop.is_set():
                     break
                 wake.clear()
-                if (delay := last + self.interval_s - time.monotonic()) > 0:
+                if (delay := bucket.take(time.monotonic())) > 0:
                     await asyncio.sleep(delay)
-                last = time.monotonic()
                 try:
                     await self.flush()
                 except Exception as exc:  # one failed flush must not end the broadcasts

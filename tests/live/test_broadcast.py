@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils.html import escape
 
-from adminpanel.broadcast import GROUP, MESSAGE_TYPE, Broadcaster, render_changes
+from adminpanel.broadcast import GROUP, MESSAGE_TYPE, Broadcaster, _Bucket, render_changes
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Flag
@@ -246,3 +246,12 @@ async def test_the_running_broadcaster_sends_a_burst_noted_from_another_thread_o
         stop.set()
         await running
     assert broadcaster.messages <= len(changed)
+
+
+def test_a_quiet_broadcaster_flushes_at_once_and_a_busy_one_at_the_average_rate() -> None:
+    bucket = _Bucket(rate=10, burst=3)
+
+    assert [bucket.take(100.0) for _ in range(3)] == [0, 0, 0]
+    waits = [bucket.take(100.0) for _ in range(3)]
+    assert waits == pytest.approx([0.1, 0.2, 0.3])
+    assert bucket.take(200.0) == 0  # rested: full again
