@@ -172,7 +172,7 @@ class Bridge:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         batch_max: int = 2000,
-        batch_wait_s: float = 0.05,
+        batch_wait_s: float = 0.0,
         rng: random.Random | None = None,
         on_state: Callable[[ConnectionState], None] | None = None,
         stable_after_s: float = 10.0,
@@ -426,7 +426,10 @@ class Bridge:
 
         A batch goes out when it holds ``batch_max`` events or its first event
         has waited ``batch_wait_s``: one sink call (one store transaction) per
-        batch instead of per event.
+        batch instead of per event. The default wait is zero: an idle store gets
+        each change at once, and while a delivery is in flight the changes that
+        arrive meanwhile queue up and go out together as the next batch, so
+        batches grow with the load instead of adding a fixed delay to every event.
         """
         loop = asyncio.get_running_loop()
         batch: list[RegistryEvent] = []
