@@ -43,6 +43,7 @@ from adminpanel.forms import (
 )
 from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, TimelineEvent
 from gateway_bridge.events import PHASES
+from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
 
 PAGE_SIZE = 50
 COUNT_CAP = 1000
@@ -51,12 +52,6 @@ WARNING_GROUPS_LIMIT = 200
 WARNINGS_DEFAULT_HOURS = 24
 
 # What a gateway without Runboard's companion plugin cannot show (docs/protocol.md).
-OBSERVER_LIMITS = (
-    "Observer mode (no companion plugin): runs are inferred from sessions.list, agent/chat "
-    "events and known log lines. It cannot see the registry itself: exact lock phases, "
-    "waiters and their timeouts, dispatch skips as they happen, nor force-clear a lock "
-    "(actions fall back to chat.abort and requeue)."
-)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -384,7 +379,8 @@ def gateways(request: HttpRequest) -> HttpResponse:
         return _bad_request(request, form)
     context = {
         "gateways": list(Gateway.objects.order_by("name")),
-        "observer_limits": OBSERVER_LIMITS,
+        "observer_limits": " ".join(OBSERVER_BLIND_SPOTS),
+        "observer_blind_spots": OBSERVER_BLIND_SPOTS,
     }
     return render(request, "adminpanel/gateways.html", _common(context))
 
