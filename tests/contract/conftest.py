@@ -74,14 +74,14 @@ async def target(
 
 async def _sim_target(sim_gateway: SimGatewayFactory, profile: str, mode: str) -> Target:
     token = "contract-token"
-    holder: dict[str, SimGateway] = {
-        "gw": await sim_gateway(profile=profile, token=token, **SIM_KNOBS)
-    }
+    # Observer mode: a stock gateway, without Runboard's registry methods.
+    options: dict[str, Any] = {"profile": profile, "token": token, "plugin": mode == "plugin"}
+    holder: dict[str, SimGateway] = {"gw": await sim_gateway(**options, **SIM_KNOBS)}
 
     async def restart() -> None:
         port = holder["gw"].port
         await holder["gw"].stop()
-        holder["gw"] = await sim_gateway(profile=profile, token=token, port=port, **SIM_KNOBS)
+        holder["gw"] = await sim_gateway(port=port, **options, **SIM_KNOBS)
 
     gw = holder["gw"]
     return Target(

@@ -23,7 +23,9 @@ from tests.openclaw.install import layout, missing_parts
 
 SIM_PROFILE = "2026.9"
 REAL_RELEASES: tuple[str, ...] = ("2026.9.6", "2026.5.28")
-MODES: tuple[str, ...] = ("plugin",)  # "observer" joins once the bridge's observer mode lands
+# plugin: the gateway has Runboard's companion plugin; observer: a stock gateway without it
+# (the simulated one with plugin=False), which the bridge watches in observer mode.
+MODES: tuple[str, ...] = ("plugin", "observer")
 
 # The simulated gateway, fast: turns of tens of milliseconds.
 SIM_KNOBS = {"turn_median_s": 0.05, "turn_cap_s": 0.1, "activity_interval_s": 0.02}
@@ -49,6 +51,22 @@ class Target:
     @property
     def real(self) -> bool:
         return self.kind == "openclaw"
+
+    @property
+    def observer(self) -> bool:
+        return self.mode == "observer"
+
+    @property
+    def sees_waiters(self) -> bool:
+        """Whether the bridge sees a message waiting behind a busy run.
+
+        Observer mode sees waiters only as extra run ids in ``sessions.list``'s
+        ``activeRunIds`` (``gateway_bridge.observer.OBSERVER_BLIND_SPOTS``): the
+        simulated gateway lists them there; real 2026.9.6 and 2026.5.28 list no
+        ``activeRunIds`` for the waiting message while a run is active (2026.9.6
+        may even steer it into the busy run), so there it is not visible.
+        """
+        return not (self.observer and self.real)
 
 
 def target_params() -> list[object]:
