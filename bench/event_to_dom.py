@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.support import percentile, setup_django
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -62,18 +64,6 @@ START_TIMEOUT_S = 60.0
 # --- shared with bench.viewer_queries ------------------------------------------------
 
 
-def setup_django(workdir: Path) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "adminpanel.settings"
-    os.environ["RUNBOARD_DATABASE_URL"] = ""
-    os.environ["RUNBOARD_VAR_DIR"] = str(workdir)
-    os.environ.setdefault("RUNBOARD_LOG_LEVEL", "WARNING")
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
-
-
 def login_cookie() -> tuple[str, str]:
     """A logged-in viewer's session cookie (name, value) in the scratch database."""
     from django.conf import settings
@@ -84,12 +74,6 @@ def login_cookie() -> tuple[str, str]:
     client = Client()
     assert client.login(username="bench-viewer", password="bench-viewer-pw")
     return settings.SESSION_COOKIE_NAME, client.cookies[settings.SESSION_COOKIE_NAME].value
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def free_port() -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -25,29 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.support import percentile, setup_django
+
 SESSIONS = 60
 STAGGER_S = 0.05
 TERMINAL_HELD_AFTER_S = 1.0
 STUCK_AFTER_S = 2.0
 DEADLINE_S = 60.0
-
-
-def _setup_django(workdir: Path) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "adminpanel.settings"
-    os.environ["RUNBOARD_DATABASE_URL"] = ""
-    os.environ["RUNBOARD_VAR_DIR"] = str(workdir)
-    os.environ.setdefault("RUNBOARD_LOG_LEVEL", "WARNING")
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def scenario() -> tuple[list[float], list[float]]:
@@ -118,7 +101,7 @@ async def scenario() -> tuple[list[float], list[float]]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="runboard-bench-") as workdir:
-        _setup_django(Path(workdir))
+        setup_django(Path(workdir))
         flag_s, event_s = asyncio.run(scenario())
     p50, p99 = percentile(flag_s, 50) * 1000, percentile(flag_s, 99) * 1000
     base_p99 = percentile(event_s, 99) * 1000

@@ -17,15 +17,16 @@ matches nothing (a substring has no index: the worst case scans every row).
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from bench.support import percentile, setup_django
 
 SESSIONS = 100_000
 SMALL = 10
@@ -36,24 +37,6 @@ SEARCHES = 20
 WARMUP = 5
 SEED = 4
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-
-def _setup_django(workdir: Path) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "adminpanel.settings"
-    os.environ["RUNBOARD_DATABASE_URL"] = ""
-    os.environ["RUNBOARD_VAR_DIR"] = str(workdir)
-    os.environ.setdefault("RUNBOARD_LOG_LEVEL", "WARNING")
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def _text(dt: datetime | None) -> str | None:
@@ -177,7 +160,7 @@ def raw_query_getter() -> Callable[[], Any]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="runboard-bench-") as workdir:
-        _setup_django(Path(workdir))
+        setup_django(Path(workdir))
         gateways = _gateways()
         get = page_getter()
         insert_sessions(0, SMALL, gateways)

@@ -38,8 +38,8 @@ from bench.event_to_dom import (
     Server,
     Viewers,
     login_cookie,
-    setup_django,
 )
+from bench.support import setup_django
 
 EVENTS_PER_S = 200
 LOAD_SESSIONS = 24
