@@ -24,19 +24,17 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.support import percentile, setup_django
+from tests.app_server import AppServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -58,7 +56,6 @@ EVENTS_PER_S = 500
 SAMPLES = 60
 SAMPLE_GAP_S = 0.3  # samples apart, so the no-load baseline is quiet
 WAIT_MS = 10_000  # an upper bound per sample, not an expectation
-START_TIMEOUT_S = 60.0
 
 
 # --- shared with bench.viewer_queries ------------------------------------------------
@@ -76,61 +73,13 @@ def login_cookie() -> tuple[str, str]:
     return settings.SESSION_COOKIE_NAME, client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
+class Server(AppServer):
     """The web server with the bridge, in its own process, bridged to one gateway."""
 
     def __init__(self, workdir: Path, gateway_url: str, command: Sequence[str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / "server.log"
-        self.command = [*command, "--port", str(self.port)]
-        self.env = {
-            **os.environ,
-            "RUNBOARD_VAR_DIR": str(workdir),
-            "RUNBOARD_GATEWAY_URL": gateway_url,
-            "RUNBOARD_GATEWAY_TOKEN": SIM_TOKEN,
-            "RUNBOARD_GATEWAY_NAME": GATEWAY,
-            "RUNBOARD_LOG_LEVEL": "WARNING",
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with open(self.log, "wb") as log:
-            return subprocess.Popen(
-                [sys.executable, *self.command], cwd=ROOT, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    async def start(self) -> None:
-        self.process = self._spawn()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not await asyncio.to_thread(self._answers):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start:\n{self.log.read_text()}")
-            await asyncio.sleep(0.1)
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/login/", timeout=2) as response:
-                return int(response.status) == 200
-        except OSError:
-            return False
-
-    async def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            await asyncio.to_thread(self.process.wait, 30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            await asyncio.to_thread(self.process.wait)
+        super().__init__(
+            workdir, gateway_url, token=SIM_TOKEN, gateway_name=GATEWAY, command=command
+        )
 
 
 class Viewers:

@@ -6,20 +6,17 @@ Missing Chromium or Playwright fails these tests; it never skips them.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
+
+from tests.app_server import AppServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,16 +29,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "runboard-browser"
-# Upper bounds only: the server starts in a few seconds on an idle machine.
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
 SIM_TOKEN = "sim-token"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -57,67 +45,20 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return var / "runboard.sqlite3"
 
 
-class Server:
-    """``manage.py demo`` bridged to one gateway URL; stop and start it like an operator would."""
+# Quick thresholds, so a test sees a leak flagged and a reconnect within a second or two.
+QUICK = {
+    "RUNBOARD_BACKOFF_MAX_S": "0.5",
+    "RUNBOARD_DETECT_TICK_S": "0.2",
+    "RUNBOARD_TERMINAL_HELD_AFTER_S": "0.5",
+}
+
+
+class Server(AppServer):
+    """``manage.py demo`` bridged to one simulated gateway; stop and start it like an operator."""
 
     def __init__(self, var: Path, gateway_url: str, **settings: str) -> None:
-        self.var = var
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "RUNBOARD_VAR_DIR": str(var),
-            "RUNBOARD_DEMO_PORT": str(self.port),
-            "RUNBOARD_GATEWAY_URL": gateway_url,
-            "RUNBOARD_GATEWAY_TOKEN": SIM_TOKEN,
-            "RUNBOARD_GATEWAY_NAME": "sim-eu",
-            "RUNBOARD_BACKOFF_MAX_S": "0.5",
-            "RUNBOARD_DETECT_TICK_S": "0.2",
-            "RUNBOARD_TERMINAL_HELD_AFTER_S": "0.5",
-            "RUNBOARD_LOG_LEVEL": "WARNING",
-            **settings,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        self.starts += 1
-        with open(self.var / f"server-{self.starts}.log", "wb") as log:
-            return subprocess.Popen(
-                [sys.executable, "manage.py", "demo"], cwd=ROOT, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    async def start(self) -> None:
-        self.process = self._spawn()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not await asyncio.to_thread(self._answers):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {self.output()}")
-            await asyncio.sleep(0.1)
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/login/", timeout=2) as response:
-                return int(response.status) == 200
-        except OSError:
-            return False
-
-    async def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)
-        try:
-            await asyncio.to_thread(process.wait, STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await asyncio.to_thread(process.wait)
-
-    def output(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.var.glob("server-*.log"))
-        )
+        options = {**QUICK, **settings}
+        super().__init__(var, gateway_url, token=SIM_TOKEN, gateway_name="sim-eu", **options)
 
 
 @pytest.fixture(scope="session")
