@@ -16,6 +16,8 @@ import pytest
 from gateway_bridge.simgateway.server import SimGateway
 
 SimGatewayFactory = Callable[..., Awaitable[SimGateway]]
+# Short turns, so a test sees whole runs in well under a second.
+FAST = {"turn_median_s": 0.05, "turn_cap_s": 0.1, "activity_interval_s": 0.02}
 
 
 @pytest.fixture

@@ -21,11 +21,10 @@ from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
 from adminpanel.models import DispatchSkip, Flag, Run, Session, TimelineEvent
 from gateway_bridge.simgateway.server import SimGateway
-from tests.fixtures_sim import SimGatewayFactory
+from tests.fixtures_sim import FAST, SimGatewayFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FAST = {"turn_median_s": 0.05, "turn_cap_s": 0.1, "activity_interval_s": 0.02}
 THRESHOLDS = Thresholds(
     stuck_after_s=0.6,
     terminal_held_after_s=0.3,

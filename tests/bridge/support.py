@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -47,6 +48,19 @@ class StateLog:
 
     def __call__(self, state: ConnectionState) -> None:
         self.states.append(state)
+
+
+def quick_bridge_settings(**options: Any) -> dict[str, Any]:
+    """Bridge options for tests: short timeouts and backoff, a seeded jitter."""
+    return {
+        "call_timeout_s": 2.0,
+        "connect_timeout_s": 2.0,
+        "backoff_initial_s": 0.05,
+        "backoff_max_s": 0.2,
+        "batch_wait_s": 0.01,
+        "rng": random.Random(1),
+        **options,
+    }
 
 
 @contextlib.asynccontextmanager

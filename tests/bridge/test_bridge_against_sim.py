@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -21,25 +20,15 @@ from gateway_bridge.events import (
 )
 from gateway_bridge.simgateway.server import SimGateway
 from tests.bridge.scripted import until
-from tests.bridge.support import ListSink, StateLog, running
-from tests.fixtures_sim import SimGatewayFactory
+from tests.bridge.support import ListSink, StateLog, quick_bridge_settings, running
+from tests.fixtures_sim import FAST, SimGatewayFactory
 
 KEY_A = "agent:main:telegram:direct:alice"
 KEY_B = "agent:main:telegram:direct:bob"
-# Short turns so a test sees whole runs in well under a second.
-FAST = {"turn_median_s": 0.05, "turn_cap_s": 0.1, "activity_interval_s": 0.02}
 
 
 def bridge_for(gw: SimGateway, sink: ListSink, **options: Any) -> Bridge:
-    settings: dict[str, Any] = {
-        "call_timeout_s": 2.0,
-        "connect_timeout_s": 2.0,
-        "backoff_initial_s": 0.05,
-        "backoff_max_s": 0.2,
-        "batch_wait_s": 0.01,
-        "rng": random.Random(1),
-        **options,
-    }
+    settings = quick_bridge_settings(**options)
     return Bridge(gateway="sim", url=gw.url, token="sim-token", sink=sink, **settings)
 
 

@@ -11,11 +11,10 @@ from playwright.async_api import Browser, Locator, Page, expect
 
 from gateway_bridge.simgateway.server import SimGateway
 from tests.browser.conftest import Server, live, logged_in_page
-from tests.fixtures_sim import SimGatewayFactory
+from tests.fixtures_sim import FAST, SimGatewayFactory
 
 pytestmark = pytest.mark.slow
 
-FAST = {"turn_median_s": 0.05, "turn_cap_s": 0.1, "activity_interval_s": 0.02}
 KEY = "agent:main:telegram:direct:browser"
 OTHER = "agent:support:slack:direct:quiet"
 # Upper bounds for what the page must show; a healthy run takes well under a second.

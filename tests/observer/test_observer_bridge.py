@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from gateway_bridge.bridge import Bridge, EventSink
@@ -19,26 +18,18 @@ from gateway_bridge.events import (
     WaiterResolved,
 )
 from tests.bridge.scripted import until
-from tests.bridge.support import ListSink, running
+from tests.bridge.support import ListSink, quick_bridge_settings, running
+from tests.fixtures_sim import FAST
 from tests.observer.conftest import ObserverGatewayFactory, PluginlessSimGateway
 
 KEY_A = "agent:main:telegram:direct:alice"
 KEY_B = "agent:main:telegram:direct:bob"
-FAST = {"turn_median_s": 0.05, "turn_cap_s": 0.1, "activity_interval_s": 0.02}
 
 
 def observer_bridge(gw: PluginlessSimGateway, sink: EventSink, **options: Any) -> Bridge:
-    settings: dict[str, Any] = {
-        "call_timeout_s": 2.0,
-        "connect_timeout_s": 2.0,
-        "backoff_initial_s": 0.05,
-        "backoff_max_s": 0.2,
-        "batch_wait_s": 0.01,
-        "rng": random.Random(1),
-        "observer_poll_s": 0.2,
-        "observer_min_poll_s": 0.05,
-    }
-    settings.update(options)
+    settings = quick_bridge_settings(
+        **{"observer_poll_s": 0.2, "observer_min_poll_s": 0.05, **options}
+    )
     return Bridge(gateway="sim-obs", url=gw.url, token=gw.token, sink=sink, **settings)
 
 
