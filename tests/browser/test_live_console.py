@@ -28,12 +28,14 @@ async def gateway(sim_gateway: SimGatewayFactory) -> SimGateway:
 
 @pytest.fixture
 async def server(server_var: Path, gateway: SimGateway) -> AsyncIterator[Server]:
-    running = Server(server_var, gateway.url)
+    running = Server(server_var, gateway.url, RUNBOARD_LOG_LEVEL="INFO")
     await running.start()
     try:
         yield running
     finally:
         await running.stop()
+        # Captured by pytest: shown only when the test failed, next to its assertion.
+        print(running.output())
 
 
 async def session_listed(browser: Browser, server: Server, gateway: SimGateway, key: str) -> Page:
@@ -178,6 +180,7 @@ async def test_the_page_says_it_is_not_live_while_the_server_is_down_and_recover
 
     await server.start()
     await expect(banner).to_be_hidden(timeout=60_000)
+    await expect(row_of_key(page, KEY)).to_be_visible()  # the reconnect's re-fetch kept it
     gateway.send_inbound(KEY, "HANG after the restart")
     await expect(row_of_key(page, KEY).locator("time[datetime]")).to_be_visible(timeout=SHOWN_MS)
 
