@@ -18,6 +18,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from adminpanel import bridge_commands
 from adminpanel.broadcast import Broadcaster
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Gateway
@@ -109,6 +110,11 @@ class BridgeSupervisor:
             asyncio.create_task(b.run(), name=f"bridge:{b.gateway}") for b in self.bridges
         ]
         self._tasks.append(asyncio.create_task(self.broadcaster.run(stop), name="broadcaster"))
+        # Operator actions reach the gateways through these listeners (bridge_commands.py).
+        self._tasks += [
+            asyncio.create_task(bridge_commands.serve(b, stop), name=f"commands:{b.gateway}")
+            for b in self.bridges
+        ]
         tick = sync_to_async(self._tick, thread_sensitive=True)
         try:
             while not stop.is_set():
