@@ -3,7 +3,8 @@
 Everything below ``Gateway``'s editable fields is *mirrored* state, written
 only by ``adminpanel.ingest`` (one writer per kind of state, DESIGN.md).
 Times are stored in UTC; ingest works on epoch seconds and converts at the edge.
-Audit rows (actions) arrive in a later issue and will sit next to ``Flag``.
+``AuditEntry`` is written only by ``adminpanel.audit`` (append-only, hash-chained);
+``RecoveryPolicy`` and ``ApiToken`` are settings an admin edits.
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ class Gateway(models.Model):
         return self.status == "connected"
 
 
+# Operator actions: one permission each (adminpanel/roles.py gives them to the groups).
+ACTION_PERMISSIONS = (
+    ("force_clear", "Can force-clear a session's lock"),
+    ("requeue", "Can requeue a session's held messages"),
+    ("abort", "Can abort a session's run"),
+    ("clear_and_requeue", "Can force-clear a lock and requeue in one step"),
+    ("bulk_act", "Can act on all sessions matching a filter"),
+)
+
+
 class Session(models.Model):
     gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="sessions")
     session_key = models.CharField(max_length=512)
@@ -88,6 +99,7 @@ class Session(models.Model):
     updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        permissions = ACTION_PERMISSIONS
         constraints = [
             models.UniqueConstraint(
                 fields=["gateway", "session_key"], name="session_key_per_gateway"
@@ -283,3 +295,107 @@ class Flag(models.Model):
     @property
     def is_active(self) -> bool:
         return self.cleared_at is None
+
+
+class AuditEntry(models.Model):
+    """One immutable record in the audit chain: an action's intent, or its outcome.
+
+    An attempt is two records: the intent (who, what, why, the state seen, the
+    gateway calls planned), written before the gateway is called, and the
+    outcome (result, state after, the calls' requests and answers in summary,
+    duration), written after; ``intent`` links the outcome to it. A crash in
+    between leaves the intent without an outcome. Rows are never updated or
+    deleted (database triggers refuse it); ``hash`` chains each row to the one
+    before, so ``manage.py verify_audit`` finds the first altered or missing one.
+    """
+
+    KINDS = ("intent", "outcome")
+    ACTIONS = ("force_clear", "requeue", "abort", "clear_and_requeue")
+    RESULTS = ("success", "noop", "conflict", "error")
+
+    at = models.DateTimeField()
+    kind = models.CharField(max_length=8, choices=[(k, k) for k in KINDS])
+    intent = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="outcome"
+    )
+    # Intent fields.
+    actor = models.CharField(max_length=150, blank=True)  # username, or the policy's name
+    actor_kind = models.CharField(max_length=8, blank=True)  # user | policy
+    action = models.CharField(max_length=24, blank=True)
+    gateway = models.CharField(max_length=64, blank=True)
+    session_key = models.CharField(max_length=512, blank=True)
+    session_pk = models.BigIntegerField(null=True, blank=True)  # not a FK: rows never change
+    expect_run_id = models.CharField(max_length=128, blank=True)
+    reason = models.TextField(blank=True)
+    batch = models.CharField(max_length=40, blank=True)  # shared by one bulk action's entries
+    dry_run = models.BooleanField(default=False)
+    state_before = models.JSONField(default=dict, blank=True)
+    planned_calls = models.JSONField(default=list, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    # Same key, same attempt: a double submit finds the first one's intent (per target).
+    once_key = models.CharField(max_length=200, blank=True, db_index=True)
+    client_addr = models.CharField(max_length=64, blank=True)
+    # Outcome fields.
+    result = models.CharField(max_length=8, blank=True, choices=[(r, r) for r in RESULTS])
+    detail = models.TextField(blank=True)
+    state_after = models.JSONField(default=dict, blank=True)
+    calls = models.JSONField(default=list, blank=True)  # [{method, params, answer}] in summary
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # The chain: ``seq`` counts from 1 without gaps; ``hash`` covers every field and prev_hash.
+    seq = models.PositiveBigIntegerField(unique=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["kind", "at"], name="audit_kind_at"),
+            models.Index(fields=["session_pk", "kind"], name="audit_session"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}#{self.pk} {self.action} {self.session_key}"
+
+
+class RecoveryPolicy(models.Model):
+    """An opt-in automatic recovery for one gateway; off until an admin enables it."""
+
+    TRIGGERS = (
+        ("terminal_but_held", "a lock held after its run ended"),
+        ("no_progress", "a lock with no progress"),
+    )
+    ACTIONS = (("force_clear", "force-clear"), ("clear_and_requeue", "force-clear and requeue"))
+
+    name = models.SlugField(max_length=64, unique=True)
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="policies")
+    enabled = models.BooleanField(default=False)
+    dry_run = models.BooleanField(
+        default=True, help_text="Only record what the policy would do; call nothing."
+    )
+    trigger = models.CharField(max_length=24, choices=TRIGGERS)
+    after_s = models.PositiveIntegerField(
+        help_text="Act once the flag has been active this long (seconds)."
+    )
+    action = models.CharField(max_length=24, choices=ACTIONS, default="clear_and_requeue")
+    max_actions_per_hour = models.PositiveIntegerField(default=10)
+
+    class Meta:
+        verbose_name_plural = "recovery policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiToken(models.Model):
+    """A JSON API token; only its SHA-256 is stored, the token is shown once at creation."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=64, blank=True)
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12)  # the token's first characters, to tell them apart
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

@@ -104,6 +104,8 @@ class SimGateway:
             rng=random.Random(seed),
         )
         self.logs = GatewayLog()
+        # Tests: answer these methods only after so many seconds (method → delay).
+        self.answer_delays_s: dict[str, float] = {}
         self.port: int | None = None
         self.url = ""
         self._fault_rng = random.Random(seed + 1)
@@ -422,7 +424,12 @@ class SimGateway:
                 reason=f"a client may only send requests, not {type(frame).__name__.lower()}s",
             )
             return
-        conn.send(self._answer(conn, frame))
+        answer = self._answer(conn, frame)
+        delay_s = self.answer_delays_s.get(frame.method, 0.0)
+        if delay_s > 0:  # a slow gateway: it acts at once but answers late
+            asyncio.get_running_loop().call_later(delay_s, conn.send, answer)
+            return
+        conn.send(answer)
 
     def _answer(self, conn: Connection, request: frames.Request) -> str:
         if request.method == "connect":

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
 
-ROLES = ("viewer", "operator", "admin")
+from adminpanel.roles import ROLES, ensure_roles
 
 
 class Command(BaseCommand):
@@ -16,7 +16,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         password = settings.RUNBOARD_DEMO_PASSWORD
-        groups = {name: Group.objects.get_or_create(name=name)[0] for name in ROLES}
+        ensure_roles()
+        groups = {name: Group.objects.get(name=name) for name in ROLES}
         for name in ROLES:
             user, _ = User.objects.get_or_create(username=name)
             user.is_staff = name == "admin"

@@ -1,0 +1,516 @@
+"""Operator actions: force-clear, requeue, abort, clear-and-requeue — race-safe and audited.
+
+One attempt on one session goes: validate, read the session as the store has
+it, refuse at once if its owner is no longer the run the operator saw
+(``conflict``, nothing sent), write the audit intent, make the gateway calls
+through the session's bridge (``bridge_commands``) within one deadline (the
+bridge's call timeout), and write the audit outcome: ``success``, ``noop``
+(nothing needed doing), ``conflict`` (the gateway's compare-and-clear found
+another owner) or ``error`` (gateway down, slow, or refused). Nothing is
+retried. The same ``once`` key (a form's submission id, an API client's
+Idempotency-Key) returns the first attempt's outcome instead of acting twice.
+
+Used by the pages, the JSON API and the recovery policies alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from adminpanel import audit
+from adminpanel.bridge_commands import CommandAnswer, call_bridge
+from adminpanel.models import AuditEntry, DispatchSkip, Session, Waiter
+from gateway_bridge.errors import GatewayError
+
+log = structlog.get_logger(__name__)
+
+ACTIONS = ("force_clear", "requeue", "abort", "clear_and_requeue")
+LABELS = {
+    "force_clear": "Force-clear",
+    "requeue": "Requeue",
+    "abort": "Abort",
+    "clear_and_requeue": "Clear and requeue",
+}
+NEEDS_RUN = ("force_clear", "abort", "clear_and_requeue")
+REASON_MAX = 1000
+# Progress this recent means the run may still answer: the dialog warns.
+RECENT_PROGRESS_S = 5.0
+NOTHING_TO_REQUEUE = "No lost message with a known text to requeue."
+# Messages a requeue looks at: waiters and skips of the last day, at most this many.
+REQUEUE_WINDOW = timedelta(days=1)
+MAX_MESSAGES = 20
+# How a waiter ended when its message was lost (not answered, not waiting any more).
+LOST_OUTCOMES = ("aborted", "timed_out", "cleared")
+# A pending intent a double submit waits for, at most (then it reports it as in progress).
+WAIT_FOR_FIRST_S = 1.0
+
+
+class ActionRefused(ValueError):
+    """The request itself is wrong (no reason, unknown session, bad action): nothing recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    name: str
+    kind: str = "user"  # user | policy
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    gateway: str
+    session_key: str
+    expect_run_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """A message to requeue; the key makes the gateway run it at most once."""
+
+    text: str
+    idempotency_key: str
+    source: str  # waiter | skip
+    since: str
+    preview: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    audit_id: int
+    result: str  # success | noop | conflict | error | pending
+    detail: str
+    action: str = ""
+    target: Target | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    repeated: bool = False  # a double submit: this is the first attempt's outcome
+
+
+# Reading the store ---------------------------------------------------------------
+
+
+def find_session(gateway: str, session_key: str) -> Session:
+    session = (
+        Session.objects.select_related("gateway")
+        .filter(gateway__name=gateway, session_key=session_key)
+        .first()
+    )
+    if session is None:
+        raise ActionRefused(f"gateway {gateway!r} has no session {session_key!r}")
+    return session
+
+
+def session_state(session: Session) -> dict[str, Any]:
+    """What the operator saw: the state an action is judged against and recorded with."""
+    now = timezone.now()
+    age = (now - session.lock_acquired_at).total_seconds() if session.lock_acquired_at else None
+    progress = (
+        (now - session.last_progress_at).total_seconds() if session.last_progress_at else None
+    )
+    return {
+        "locked": session.locked,
+        "run_id": session.run_id if session.locked else "",
+        "phase": session.phase if session.locked else "",
+        "result": session.result if session.locked else "",
+        "lock_age_s": round(age, 1) if session.locked and age is not None else None,
+        "last_progress_s": round(progress, 1) if progress is not None else None,
+        "waiters": session.waiter_count,
+        "flags": session.flag_count,
+        "mode": session.gateway.mode,
+    }
+
+
+def _key(gateway: str, source: str, ident: str) -> str:
+    digest = hashlib.sha256(f"{gateway}\0{source}\0{ident}".encode()).hexdigest()[:24]
+    return f"runboard-requeue-{digest}"
+
+
+def held_messages(session: Session) -> list[HeldMessage]:
+    """Messages the gateway lost: skipped, timed out or aborted while waiting, or dropped
+    when a lock was cleared or the gateway restarted — and not requeued before.
+
+    Messages still waiting are not among them: the gateway admits those itself
+    once the lock clears. Only messages whose text is known count (2026.5.x
+    waiters carry none). Each keeps one idempotency key for good, and a message
+    an earlier requeue started is left out, so it is delivered once.
+    """
+    since = timezone.now() - REQUEUE_WINDOW
+    gateway = session.gateway.name
+    found: list[tuple[str, HeldMessage]] = []
+    waiters = (
+        Waiter.objects.filter(session=session, since__gte=since, outcome__in=LOST_OUTCOMES)
+        .exclude(text="")
+        .order_by("since")[:MAX_MESSAGES]
+    )
+    for w in waiters:
+        key = _key(gateway, "waiter", f"{w.boot_id}/{w.waiter_id}")
+        message = HeldMessage(w.text, key, "waiter", w.since.isoformat(), w.preview)
+        found.append((w.message_id or w.text, message))
+    skips = (
+        DispatchSkip.objects.filter(session=session, at__gte=since, kind="skip")
+        .exclude(text="")
+        .order_by("at")[:MAX_MESSAGES]
+    )
+    for skip in skips:
+        key = _key(gateway, "skip", skip.message_id or f"{skip.boot_id}/{skip.seq}")
+        message = HeldMessage(skip.text, key, "skip", skip.at.isoformat(), skip.preview)
+        found.append((skip.message_id or skip.text, message))
+    done = requeued_keys(session)
+    seen: set[str] = set()
+    unique = []
+    for identity, message in found:
+        if identity in seen or message.idempotency_key in done:
+            continue  # one message seen as a waiter and as a skip is sent once
+        seen.add(identity)
+        unique.append(message)
+    return unique[:MAX_MESSAGES]
+
+
+def still_waiting(session: Session) -> int:
+    return Waiter.objects.filter(session=session, resolved_at__isnull=True).count()
+
+
+def requeued_keys(session: Session) -> set[str]:
+    """Idempotency keys of messages an earlier requeue of this session started."""
+    keys: set[str] = set()
+    outcomes = AuditEntry.objects.filter(
+        session_pk=session.pk, kind="outcome", action__in=("requeue", "clear_and_requeue")
+    ).values_list("calls", flat=True)
+    for calls in outcomes:
+        for call in calls or []:
+            answer = call.get("answer") if isinstance(call, dict) else None
+            for row in (answer or {}).get("results") or []:
+                if isinstance(row, dict) and row.get("status") in ("started", "duplicate"):
+                    keys.add(str(row.get("idempotency_key")))
+    return keys
+
+
+def planned_calls(
+    action: str, session: Session, target: Target, messages: list[HeldMessage]
+) -> list[dict[str, Any]]:
+    """The gateway calls an action will make, for the confirmation dialog and the intent."""
+    observer = session.gateway.mode == "observer"
+    key, run = target.session_key, target.expect_run_id
+    clear: dict[str, Any] = (
+        {"method": "chat.abort", "params": {"sessionKey": key, "runId": run},
+         "note": "observer mode: the run is aborted, not cleared from the registry"}
+        if observer
+        else {"method": "runboard.registry.forceClear",
+              "params": {"sessionKey": key, "expectRunId": run}}
+    )  # fmt: skip
+    requeue: dict[str, Any] = {
+        "method": "chat.send" if observer else "runboard.registry.requeue",
+        "params": {
+            "sessionKey": key,
+            "messages": [{"idempotencyKey": m.idempotency_key, "preview": m.preview or m.text[:80]}
+                         for m in messages],
+        },
+    }  # fmt: skip
+    abort: dict[str, Any] = {"method": "chat.abort", "params": {"sessionKey": key, "runId": run}}
+    return {
+        "force_clear": [clear],
+        "requeue": [requeue] if messages else [],
+        "abort": [abort],
+        "clear_and_requeue": [clear, requeue] if messages else [clear],
+    }[action]
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What the confirmation dialog shows before the operator confirms."""
+
+    session: Session
+    state: dict[str, Any]
+    messages: list[HeldMessage]
+    calls: list[dict[str, Any]]
+    warning: str
+    waiting: int  # messages still waiting: the gateway admits them when the lock clears
+
+
+def preview(action: str, target: Target) -> Preview:
+    if action not in ACTIONS:
+        raise ActionRefused(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    session = find_session(target.gateway, target.session_key)
+    state = session_state(session)
+    messages = held_messages(session) if action in ("requeue", "clear_and_requeue") else []
+    warning = ""
+    progress = state["last_progress_s"]
+    recent = progress is not None and progress < RECENT_PROGRESS_S
+    if action in NEEDS_RUN and state["locked"] and recent and not state["result"]:
+        warning = (
+            f"This run made progress {progress:.0f} s ago: it may still be answering. "
+            "Clearing it may cost the user a reply."
+        )
+    calls = planned_calls(action, session, target, messages)
+    return Preview(session, state, messages, calls, warning, still_waiting(session))
+
+
+# Acting ---------------------------------------------------------------------------
+
+
+def _validate(action: str, target: Target, reason: str) -> str:
+    if action not in ACTIONS:
+        raise ActionRefused(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    reason = reason.strip()
+    if not reason:
+        raise ActionRefused("a reason is required: say why, it goes into the audit log")
+    if len(reason) > REASON_MAX:
+        raise ActionRefused(
+            f"the reason is too long ({len(reason)} characters, at most {REASON_MAX})"
+        )
+    if not target.gateway or not target.session_key:
+        raise ActionRefused("gateway and session_key are required")
+    if action in NEEDS_RUN and not target.expect_run_id:
+        raise ActionRefused(
+            f"{action} needs expect_run_id: the run you saw holding the lock "
+            "(nothing is done if another run holds it now)"
+        )
+    return reason
+
+
+@dataclass(slots=True)
+class _Attempt:
+    action: str
+    target: Target
+    reason: str
+    actor: Actor
+    request_id: str
+    client_addr: str
+    batch: str
+    once_key: str
+    dry_run: bool
+    intent: AuditEntry | None = None
+    first: bool = True
+    session: Session | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    messages: list[HeldMessage] = field(default_factory=list)
+    conflict: str = ""
+
+
+def _begin(a: _Attempt) -> None:
+    """Read the store, judge the race, write the intent (or find the first submit's)."""
+    session = find_session(a.target.gateway, a.target.session_key)
+    a.session = session
+    a.state = session_state(session)
+    if a.action in ("requeue", "clear_and_requeue"):
+        a.messages = held_messages(session)
+    expect = a.target.expect_run_id
+    if expect and a.state["run_id"] != expect:
+        now = (
+            f"run {a.state['run_id']} holds it now (phase {a.state['phase'] or '?'})"
+            if a.state["locked"]
+            else "no run holds it now"
+        )
+        a.conflict = f"The lock is no longer held by run {expect}: {now}. Nothing was done."
+    calls = planned_calls(a.action, session, a.target, a.messages)
+    fields = {
+        "kind": "intent",
+        "actor": a.actor.name,
+        "actor_kind": a.actor.kind,
+        "action": a.action,
+        "gateway": a.target.gateway,
+        "session_key": a.target.session_key,
+        "session_pk": session.pk,
+        "expect_run_id": expect,
+        "reason": a.reason,
+        "batch": a.batch,
+        "dry_run": a.dry_run,
+        "state_before": a.state,
+        "planned_calls": [] if a.conflict else calls,
+        "request_id": a.request_id,
+        "client_addr": a.client_addr,
+    }
+    if a.once_key:
+        a.intent, a.first = audit.append_once(a.once_key, **fields)
+    else:
+        a.intent = audit.append(**fields)
+
+
+def _finish(a: _Attempt, result: str, detail: str, calls: list[dict[str, Any]], ms: int) -> int:
+    assert a.intent is not None and a.session is not None
+    a.session.refresh_from_db()
+    entry = audit.append(
+        kind="outcome",
+        intent_id=a.intent.pk,
+        actor=a.actor.name,
+        actor_kind=a.actor.kind,
+        action=a.action,
+        gateway=a.target.gateway,
+        session_key=a.target.session_key,
+        session_pk=a.session.pk,
+        result=result,
+        detail=detail,
+        state_after=session_state(a.session),
+        calls=calls,
+        duration_ms=ms,
+        dry_run=a.dry_run,
+    )
+    log.info(
+        "action_finished",
+        action=a.action,
+        actor=a.actor.name,
+        gateway=a.target.gateway,
+        session_key=a.target.session_key,
+        result=result,
+        audit_id=a.intent.pk,
+        outcome_id=entry.pk,
+        duration_ms=ms,
+    )
+    return entry.pk
+
+
+def first_outcome(intent_id: int) -> Outcome:
+    """The outcome recorded for an intent, or ``pending`` while it has none."""
+    intent = AuditEntry.objects.get(pk=intent_id)
+    target = Target(intent.gateway, intent.session_key, intent.expect_run_id)
+    done = AuditEntry.objects.filter(intent_id=intent_id, kind="outcome").first()
+    if done is None:
+        return Outcome(intent_id, "pending", "The first submit of this action is still running.",
+                       intent.action, target, repeated=True)  # fmt: skip
+    return Outcome(intent_id, done.result, done.detail, intent.action, target, done.state_after,
+                   list(done.calls), repeated=True)  # fmt: skip
+
+
+async def perform(
+    action: str,
+    target: Target,
+    *,
+    reason: str,
+    actor: Actor,
+    request_id: str = "",
+    client_addr: str = "",
+    batch: str = "",
+    once_key: str = "",
+    dry_run: bool = False,
+    timeout_s: float | None = None,
+) -> Outcome:
+    """Do one action on one session and audit it; raises ``ActionRefused`` for a bad request."""
+    reason = _validate(action, target, reason)
+    once = f"{once_key}|{target.gateway}|{target.session_key}" if once_key else ""
+    a = _Attempt(action, target, reason, actor, request_id, client_addr, batch, once, dry_run)
+    await sync_to_async(_begin)(a)
+    assert a.intent is not None
+    if not a.first:
+        outcome = await sync_to_async(first_outcome)(a.intent.pk)
+        deadline = time.monotonic() + WAIT_FOR_FIRST_S
+        while outcome.result == "pending" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            outcome = await sync_to_async(first_outcome)(a.intent.pk)
+        return outcome
+    started = time.monotonic()
+    calls: list[dict[str, Any]]
+    if a.conflict:
+        result, detail, calls = "conflict", a.conflict, []
+    elif dry_run:
+        planned = planned_calls(action, a.session, target, a.messages)  # type: ignore[arg-type]
+        result, detail, calls = "noop", "Dry run: nothing was sent to the gateway.", []
+        detail += f" It would have made {len(planned)} call(s)."
+    else:
+        budget = settings.RUNBOARD_CALL_TIMEOUT_S if timeout_s is None else timeout_s
+        result, detail, calls = await _call_gateway(a, budget)
+    ms = int((time.monotonic() - started) * 1000)
+    outcome_id = await sync_to_async(_finish)(a, result, detail, calls, ms)
+    after = await sync_to_async(session_state)(a.session)  # type: ignore[arg-type]
+    del outcome_id
+    return Outcome(a.intent.pk, result, detail, action, target, after, calls)
+
+
+async def _call_gateway(a: _Attempt, budget_s: float) -> tuple[str, str, list[dict[str, Any]]]:
+    deadline = time.monotonic() + budget_s
+    calls: list[dict[str, Any]] = []
+    key, run = a.target.session_key, a.target.expect_run_id
+
+    async def call(command: str, params: dict[str, Any]) -> CommandAnswer:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.05:
+            raise GatewayError("no time left in the action's deadline for the next call")
+        record: dict[str, Any] = {"command": command, "params": _summary(params)}
+        calls.append(record)
+        try:
+            answer = await call_bridge(a.target.gateway, command, params, timeout_s=remaining)
+        except GatewayError as exc:
+            record["error"] = f"{exc.code}: {exc.message}"
+            raise
+        record["answer"] = answer.result if answer.ok else {"error": answer.error_code,
+                                                            "message": answer.error}  # fmt: skip
+        if not answer.ok:
+            raise GatewayError(answer.error or answer.error_code, code=answer.error_code)
+        return answer
+
+    try:
+        if a.action == "abort":
+            answer = await call("abort", {"session_key": key, "run_id": run})
+            if answer.result.get("aborted"):
+                return "success", f"Run {run} was aborted.", calls
+            return "noop", f"The gateway had no run {run} to abort.", calls
+        if a.action in ("force_clear", "clear_and_requeue"):
+            params = {"session_key": key, "expect_run_id": run, "reason": a.reason}
+            cleared = (await call("force_clear", params)).result
+            if not cleared.get("cleared"):
+                current = cleared.get("current") or {}
+                if cleared.get("reason") == "owner_changed":
+                    return "conflict", (
+                        f"The gateway refused: run {current.get('run_id', '?')} holds the lock "
+                        f"now (phase {current.get('phase') or '?'}), not {run}. Nothing was done."
+                    ), calls  # fmt: skip
+                if cleared.get("reason") == "not_locked" and a.action == "force_clear":
+                    return "noop", "The lock was already released; nothing to clear.", calls
+                if cleared.get("reason") != "not_locked":
+                    return "error", (
+                        f"The gateway did not clear the lock ({cleared.get('reason')}). "
+                        f"{cleared.get('detail', '')}".strip()
+                    ), calls  # fmt: skip
+            how = " (observer mode: by chat.abort)" if cleared.get("fallback") else ""
+            cleared_text = (
+                f"Lock of run {run} cleared{how}."
+                if cleared.get("cleared")
+                else "The lock was already released."
+            )
+            if a.action == "force_clear":
+                return "success", cleared_text, calls
+            if not a.messages:
+                return "success", f"{cleared_text} {NOTHING_TO_REQUEUE}", calls
+            sent = await _requeue(call, a)
+            return "success", f"{cleared_text} {sent}", calls
+        # requeue
+        if not a.messages:
+            return "noop", NOTHING_TO_REQUEUE, calls
+        sent = await _requeue(call, a)
+        return ("noop" if sent.startswith("0 ") else "success"), sent, calls
+    except GatewayError as exc:
+        done = " after the lock was cleared" if len(calls) > 1 else ""
+        return "error", f"The gateway call failed{done}: {exc.message}", calls
+
+
+async def _requeue(call: Any, a: _Attempt) -> str:
+    params = {
+        "session_key": a.target.session_key,
+        "messages": [[m.text, m.idempotency_key] for m in a.messages],
+    }
+    answer = await call("requeue", params)
+    rows = answer.result.get("results") or []
+    started = sum(1 for r in rows if r.get("status") == "started")
+    duplicate = len(rows) - started
+    text = f"{started} message(s) requeued"
+    if duplicate:
+        text += f", {duplicate} already delivered before (not sent again)"
+    return text + "."
+
+
+def _summary(params: dict[str, Any]) -> dict[str, Any]:
+    """Calls as recorded in the audit: message texts cut to a preview."""
+    out = dict(params)
+    if "messages" in out:
+        out["messages"] = [
+            {"preview": str(text)[:80], "idempotency_key": key} for text, key in out["messages"]
+        ]
+    return out
