@@ -9,6 +9,8 @@ Times are stored in UTC; ingest works on epoch seconds and converts at the edge.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 
@@ -297,6 +299,14 @@ class Flag(models.Model):
         return self.cleared_at is None
 
 
+class AppendOnlyQuerySet(models.QuerySet["AuditEntry"]):
+    def update(self, **kwargs: Any) -> int:
+        raise PermissionError("audit entries are append-only")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit entries are append-only")
+
+
 class AuditEntry(models.Model):
     """One immutable record in the audit chain: an action's intent, or its outcome.
 
@@ -305,9 +315,12 @@ class AuditEntry(models.Model):
     outcome (result, state after, the calls' requests and answers in summary,
     duration), written after; ``intent`` links the outcome to it. A crash in
     between leaves the intent without an outcome. Rows are never updated or
-    deleted (database triggers refuse it); ``hash`` chains each row to the one
-    before, so ``manage.py verify_audit`` finds the first altered or missing one.
+    deleted (the model and its querysets refuse it); ``hash`` chains each row to
+    the one before, so ``manage.py verify_audit`` finds the first altered or
+    missing one, whoever changed the table underneath.
     """
+
+    objects = AppendOnlyQuerySet.as_manager()
 
     KINDS = ("intent", "outcome")
     ACTIONS = ("force_clear", "requeue", "abort", "clear_and_requeue")
@@ -355,6 +368,14 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}#{self.pk} {self.action} {self.session_key}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise PermissionError("audit entries are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit entries are append-only")
 
 
 class RecoveryPolicy(models.Model):

@@ -1,0 +1,264 @@
+"""Operator actions through the real path: action service → channel layer → the
+gateway's bridge → the simulated gateway over loopback, audited in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from adminpanel import actions, audit
+from adminpanel.actions import ActionRefused, Actor, Target
+from adminpanel.bridges import BridgeSupervisor, GatewayTarget
+from adminpanel.models import AuditEntry, Session, Waiter
+from gateway_bridge.simgateway.server import SimGateway
+from tests.fixtures_sim import FAST, SimGatewayFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HUNG = "agent:main:telegram:direct:hung"
+OPERATOR = Actor("operator")
+
+
+@pytest.fixture(autouse=True)
+def _fast_bridge(settings: Any) -> None:
+    settings.RUNBOARD_DETECT_TICK_S = 0.05
+    settings.RUNBOARD_BACKOFF_MAX_S = 0.3
+    settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
+    settings.RUNBOARD_CONNECT_TIMEOUT_S = 2.0
+
+
+@contextlib.asynccontextmanager
+async def mirrored(gw: SimGateway, name: str = "sim") -> AsyncIterator[BridgeSupervisor]:
+    supervisor = BridgeSupervisor([GatewayTarget(name, gw.url, gw.token)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervisor.run(stop))
+    try:
+        yield supervisor
+    finally:
+        stop.set()
+        await task
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not await check():  # noqa: ASYNC110 - the store announces nothing to await
+            await asyncio.sleep(0.05)
+
+
+@sync_to_async
+def held_by(key: str) -> str:
+    session = Session.objects.filter(session_key=key).first()
+    return session.run_id if session is not None and session.locked else ""
+
+
+async def hung_run(gw: SimGateway, key: str = HUNG) -> str:
+    gw.send_inbound(key, "please HANG now")
+
+    async def locked() -> bool:
+        return bool(await held_by(key))
+
+    await eventually(locked)
+    return await held_by(key)
+
+
+@sync_to_async
+def entries() -> list[AuditEntry]:
+    return list(AuditEntry.objects.order_by("seq"))
+
+
+async def only_attempt() -> tuple[AuditEntry, AuditEntry]:
+    rows = await entries()
+    assert [r.kind for r in rows] == ["intent", "outcome"], rows
+    intent, outcome = rows
+    assert outcome.intent_id == intent.pk
+    return intent, outcome
+
+
+async def test_force_clear_releases_the_hung_lock_and_records_one_complete_attempt(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    async with mirrored(gw):
+        run_id = await hung_run(gw)
+        outcome = await actions.perform(
+            "force_clear",
+            Target("sim", HUNG, run_id),
+            reason="user reported no answer",
+            actor=OPERATOR,
+            request_id="req-1",
+            client_addr="127.0.0.1",
+        )
+        assert outcome.result == "success", outcome.detail
+
+        async def released() -> bool:
+            return not await held_by(HUNG)
+
+        await eventually(released)
+    intent, done = await only_attempt()
+    assert intent.actor == "operator" and intent.action == "force_clear"
+    assert intent.reason == "user reported no answer"
+    assert intent.state_before["run_id"] == run_id and intent.state_before["locked"]
+    assert intent.planned_calls[0]["method"] == "runboard.registry.forceClear"
+    assert intent.request_id == "req-1" and intent.client_addr == "127.0.0.1"
+    assert done.result == "success" and done.duration_ms is not None
+    assert done.calls[0]["command"] == "force_clear" and done.calls[0]["answer"]["cleared"]
+    assert (await sync_to_async(audit.verify)()).ok
+
+
+async def test_a_run_that_no_longer_holds_the_lock_is_a_conflict_and_nothing_is_sent(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    async with mirrored(gw):
+        run_id = await hung_run(gw)
+        outcome = await actions.perform(
+            "force_clear", Target("sim", HUNG, "run-the-operator-saw-earlier"),
+            reason="stale page", actor=OPERATOR,
+        )  # fmt: skip
+        assert outcome.result == "conflict"
+        assert run_id in outcome.detail and "Nothing was done" in outcome.detail
+        assert await held_by(HUNG) == run_id  # still held: nothing was sent
+    intent, done = await only_attempt()
+    assert done.result == "conflict" and done.calls == [] and intent.planned_calls == []
+
+
+async def test_a_double_submit_makes_one_attempt_and_both_see_its_outcome(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    async with mirrored(gw):
+        run_id = await hung_run(gw)
+        target = Target("sim", HUNG, run_id)
+        first, second = await asyncio.gather(
+            *(
+                actions.perform("force_clear", target, reason="twice", actor=OPERATOR,
+                                once_key="form-submission-1")  # fmt: skip
+                for _ in range(2)
+            )
+        )
+    assert first.audit_id == second.audit_id
+    assert {first.result, second.result} <= {"success", "pending"}
+    assert first.repeated != second.repeated
+    await only_attempt()
+
+
+async def test_a_gateway_that_is_down_answers_at_once_with_an_error_entry(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    async with mirrored(gw) as supervisor:
+        run_id = await hung_run(gw)
+        await gw.stop()
+
+        async def disconnected() -> bool:
+            return supervisor.bridge("sim").state.status != "connected"
+
+        await eventually(disconnected)
+        outcome = await actions.perform(
+            "force_clear", Target("sim", HUNG, run_id), reason="gateway down", actor=OPERATOR
+        )
+    assert outcome.result == "error"
+    assert "not connected" in outcome.detail
+    _, done = await only_attempt()
+    assert done.result == "error" and done.duration_ms is not None and done.duration_ms < 2000
+
+
+async def test_a_slow_gateway_is_reported_within_the_deadline_and_not_retried(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    async with mirrored(gw):
+        run_id = await hung_run(gw)
+        gw.answer_delays_s["runboard.registry.forceClear"] = 5.0
+        outcome = await actions.perform(
+            "force_clear", Target("sim", HUNG, run_id), reason="slow", actor=OPERATOR,
+            timeout_s=0.5,
+        )  # fmt: skip
+    assert outcome.result == "error"
+    assert "may still act" in outcome.detail
+    _, done = await only_attempt()
+    assert done.result == "error" and len(done.calls) == 1
+
+
+async def test_no_bridge_for_the_gateway_is_an_error_after_the_deadline(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    async with mirrored(gw):
+        run_id = await hung_run(gw)
+    outcome = await actions.perform(
+        "force_clear", Target("sim", HUNG, run_id), reason="no bridge", actor=OPERATOR,
+        timeout_s=0.3,
+    )  # fmt: skip
+    assert outcome.result == "error" and "no answer from the bridge" in outcome.detail
+    await only_attempt()
+
+
+async def test_abort_names_the_run_and_only_that_run_is_aborted(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    async with mirrored(gw):
+        run_id = await hung_run(gw)
+        outcome = await actions.perform(
+            "abort", Target("sim", HUNG, run_id), reason="user asked", actor=OPERATOR
+        )
+        assert outcome.result == "success", outcome.detail
+        assert outcome.calls[0]["answer"]["run_ids"] == [run_id]
+    _, done = await only_attempt()
+    assert done.result == "success"
+
+
+@sync_to_async
+def lost_waiter(key: str, text: str) -> None:
+    """A message the gateway dropped while it waited (as a timed-out visible wait does)."""
+    session = Session.objects.get(session_key=key)
+    Waiter.objects.create(
+        session=session, boot_id="b", waiter_id="w-lost", since=session.updated_at,
+        preview=text[:40], text=text, resolved_at=session.updated_at, outcome="timed_out",
+    )  # fmt: skip
+
+
+async def test_clear_and_requeue_clears_then_sends_each_lost_message_once(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    async with mirrored(gw):
+        run_id = await hung_run(gw)
+        await lost_waiter(HUNG, "where is my answer?")
+        outcome = await actions.perform(
+            "clear_and_requeue", Target("sim", HUNG, run_id), reason="stuck", actor=OPERATOR
+        )
+        assert outcome.result == "success", outcome.detail
+        assert "1 message(s) requeued" in outcome.detail
+
+        async def answered() -> bool:
+            session = gw.registry.session(HUNG)
+            return session is not None and any(
+                "where is my answer" in str(m) for m in session.history
+            )
+
+        await eventually(answered)
+        again = await actions.perform(
+            "requeue", Target("sim", HUNG, ""), reason="once more", actor=OPERATOR
+        )
+    assert again.result == "noop"  # already requeued: not offered, not sent again
+    rows = await entries()
+    assert [r.result for r in rows if r.kind == "outcome"] == ["success", "noop"]
+
+
+async def test_bad_requests_are_refused_with_a_message_and_not_recorded() -> None:
+    with pytest.raises(ActionRefused, match="reason is required"):
+        await actions.perform("force_clear", Target("sim", HUNG, "r"), reason=" ", actor=OPERATOR)
+    with pytest.raises(ActionRefused, match="expect_run_id"):
+        await actions.perform("force_clear", Target("sim", HUNG, ""), reason="x", actor=OPERATOR)
+    with pytest.raises(ActionRefused, match="unknown action"):
+        await actions.perform("delete", Target("sim", HUNG, "r"), reason="x", actor=OPERATOR)
+    with pytest.raises(ActionRefused, match="has no session"):
+        await actions.perform("force_clear", Target("sim", HUNG, "r"), reason="x", actor=OPERATOR)
+    assert await entries() == []
