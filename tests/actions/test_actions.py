@@ -136,8 +136,9 @@ async def test_a_double_submit_makes_one_attempt_and_both_see_its_outcome(
         target = Target("sim", HUNG, run_id)
         first, second = await asyncio.gather(
             *(
-                actions.perform("force_clear", target, reason="twice", actor=OPERATOR,
-                                once_key="form-submission-1")  # fmt: skip
+                actions.perform(
+                    "force_clear", target, reason="twice", actor=OPERATOR, once_key="form-1"
+                )
                 for _ in range(2)
             )
         )
