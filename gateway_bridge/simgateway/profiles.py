@@ -18,8 +18,23 @@ class Profile:
     protocol: int
     # 2026.9: visible waits are bounded slices that re-check staleness.
     visible_wait_bounded: bool
-    # 2026.5.28 (seed 1): an abort of a running operation never clears its entry.
-    abort_running_leaks: bool
+    # 2026.9 (seen on 2026.9.6): a message for a busy session goes to the session's
+    # follow-up queue (unbounded, no registry wait) and later runs as its own
+    # ``queued_followup`` operation.
+    busy_message_queues_followup: bool
+    # 2026.5.x: registry waiters (waitForIdle) carry no message: the registry reports
+    # ``messageId`` = the waiter id and an empty text (seen on 2026.5.28).
+    waiters_carry_message: bool
+    # 2026.5.28: each visible turn is followed by an empty operation (its follow-up
+    # drain): acquired, completed and released within milliseconds, no phase.
+    empty_drain_operation: bool
+    # 2026.9 (seen on 2026.9.6): running -> waiting_for_global_lane -> running.
+    global_lane_phase: bool
+    # 2026.9 (seen on 2026.9.6): a force-cleared turn leaves an assistant message
+    # "OpenClaw couldn't produce or deliver a reply..." in chat.history.
+    clear_leaves_reply: bool
+    # hello-ok's server carries a bootId (2026.9.6 does, 2026.5.28 does not).
+    hello_boot_id: bool
     # 2026.5.3 (seed 2): the follow-up drain after a completed run races the clear.
     drain_races_clear: bool
     # 2026.9: startedAtMs / lastActivityAtMs are tracked and shown in snapshots.
@@ -37,7 +52,12 @@ PROFILES: dict[str, Profile] = {
         version="2026.5.28",
         protocol=4,
         visible_wait_bounded=False,
-        abort_running_leaks=True,
+        busy_message_queues_followup=False,
+        waiters_carry_message=False,
+        empty_drain_operation=True,
+        global_lane_phase=False,
+        clear_leaves_reply=False,
+        hello_boot_id=False,
         drain_races_clear=False,
         tracks_timestamps=False,
         self_heals=False,
@@ -48,7 +68,12 @@ PROFILES: dict[str, Profile] = {
         version="2026.5.3",
         protocol=3,
         visible_wait_bounded=False,
-        abort_running_leaks=False,
+        busy_message_queues_followup=False,
+        waiters_carry_message=False,
+        empty_drain_operation=False,
+        global_lane_phase=False,
+        clear_leaves_reply=False,
+        hello_boot_id=False,
         drain_races_clear=True,
         tracks_timestamps=False,
         self_heals=False,
@@ -59,7 +84,12 @@ PROFILES: dict[str, Profile] = {
         version="2026.9.6",
         protocol=4,
         visible_wait_bounded=True,
-        abort_running_leaks=False,
+        busy_message_queues_followup=True,
+        waiters_carry_message=True,
+        empty_drain_operation=False,
+        global_lane_phase=True,
+        clear_leaves_reply=True,
+        hello_boot_id=True,
         drain_races_clear=False,
         tracks_timestamps=True,
         self_heals=True,

@@ -4,16 +4,29 @@ Plain Python, single-threaded, driven by a ``Scheduler`` with an injectable
 clock (``ManualClock`` in tests). It follows openclaw-internals.md §1:
 
 - admission: no entry → ``owned``; an entry → the message waits
-  (``waitForIdle``) or, for heartbeat/control_abort turns, is ``skipped``;
+  (``waitForIdle``; on 2026.9 a visible message goes to the session's
+  follow-up queue instead and later runs as a ``queued_followup``
+  operation) or, for heartbeat/control_abort turns, is ``skipped``;
 - phases ``queued → (preflight_compacting, memory_flushing) → running →
-  completed | failed | aborted``, then the clear step releases the key and
-  wakes every waiter (they retry admission in arrival order);
-- per-profile failures: 2026.5.28 leaks the entry when a running operation is
-  aborted and waits forever on visible turns; 2026.5.3 fails the next message
-  after a completed run with ``ReplyRunAlreadyActiveError``; 2026.9 forces
-  release ``terminal_settle_s`` after a terminal result and takes over stale
-  operations. Like the real code, staleness is judged when admission needs
-  the lane (a new message, each wait slice), not by a background reaper.
+  (2026.9: waiting_for_global_lane → running) → completed | failed |
+  aborted``, then the clear step releases the key and wakes every waiter
+  (they retry admission in arrival order); 2026.5.28 then runs an empty
+  follow-up drain operation;
+- per-profile failures: an aborted running operation whose backend ignores
+  the cancel (``WEDGE``) is never completed by its owner: 2026.5.x leak the
+  entry for good (seed 1) and wait forever on visible turns; 2026.5.3 fails
+  the next message after a completed run with ``ReplyRunAlreadyActiveError``;
+  2026.9 forces release ``terminal_settle_s`` after a terminal result and
+  takes over stale operations. Like the real code, staleness is judged when
+  admission needs the lane (a new message, each wait slice), not by a
+  background reaper.
+
+Options for tests (docs/protocol.md §3): ``distinct_ids`` gives registry
+operations their own ids (``op-<boot>-<n>``, as the companion plugin does)
+instead of the chat run id; ``reports_store=False`` leaves the session store
+out of the registry (snapshot ``sessions: {}``, no ``session.status``), as the
+plugin does; ``waiters_in_active_run_ids`` lists waiting messages' run ids in
+``sessions.list`` ``activeRunIds``, which no real release does.
 
 Three outputs, each a list of callbacks: ``listeners`` get every registry
 change (the ``runboard.registry`` wire payload, ``seq`` 1, 2, …),
@@ -37,6 +50,8 @@ from gateway_bridge.simgateway.scheduler import Scheduler, Timer
 PREVIEW_CHARS = 120
 TEXT_CHARS = 8000
 DRAIN_FAILED_REPLY = "⚠️ Previous run is still shutting down. Please try again in a moment."
+# What 2026.9.6 put in chat.history for a force-cleared turn (the recorded text, cut short).
+CLEARED_REPLY = "OpenClaw couldn't produce or deliver a reply…"
 UNINTERRUPTIBLE_KINDS = frozenset({"heartbeat", "control_abort"})
 
 ChangeListener = Callable[[dict[str, Any]], None]
@@ -56,6 +71,8 @@ class Message:
     session_key: str
     text: str
     turn_kind: str
+    # In the session's follow-up queue (2026.9), not in the registry's waitForIdle.
+    queued: bool = False
 
 
 @dataclass(slots=True)
@@ -77,6 +94,8 @@ class Operation:
     started_at: float
     last_activity_at: float
     events: RunEvents
+    # The id the registry reports: the chat run id, or its own (``distinct_ids``).
+    op_id: str
     phase: str = "queued"
     result: str | None = None
     code: str | None = None
@@ -140,6 +159,9 @@ class ReplyRunRegistry:
         scheduler: Scheduler | None = None,
         rng: random.Random | None = None,
         boot_id: str | None = None,
+        distinct_ids: bool = False,
+        reports_store: bool = True,
+        waiters_in_active_run_ids: bool = False,
     ) -> None:
         self.profile = profile
         self.knobs = knobs or Knobs()
@@ -157,6 +179,10 @@ class ReplyRunRegistry:
         # 2026.5.3: key → the completed run whose follow-up drain races its clear.
         self._drain_race: dict[str, str] = {}
         self._waiter_ids = 0
+        self._op_ids = 0
+        self.distinct_ids = distinct_ids
+        self.reports_store = reports_store
+        self.waiters_in_active_run_ids = waiters_in_active_run_ids
 
     # --- time and outputs -----------------------------------------------------
 
@@ -248,19 +274,37 @@ class ReplyRunRegistry:
             self._admit(message)
             return
         if message.turn_kind in UNINTERRUPTIBLE_KINDS:
-            self._skip(message, "active-run", op.run_id)
+            self._skip(message, "active-run", op.op_id)
             return
+        if message.turn_kind == "visible" and self.profile.busy_message_queues_followup:
+            # 2026.9: the busy session's follow-up queue takes it; it runs later as its
+            # own queued_followup operation.
+            message.queued = True
+            message.turn_kind = "queued_followup"
         self._add_waiter(message, op)
+
+    def _next_op_id(self, fallback: str) -> str:
+        if not self.distinct_ids:
+            return fallback
+        self._op_ids += 1
+        return f"op-{self.boot_id[:8]}-{self._op_ids}"
 
     def _acquire(self, message: Message) -> None:
         session = self._session(message.session_key)
         now = self.now()
-        op = Operation(message, session.session_id, now, now, self._runs[message.run_id].events)
+        op = Operation(
+            message,
+            session.session_id,
+            now,
+            now,
+            self._runs[message.run_id].events,
+            op_id=self._next_op_id(message.run_id),
+        )
         self._ops[message.session_key] = op
         self._change(
             "acquired",
             sessionKey=op.session_key,
-            runId=op.run_id,
+            runId=op.op_id,
             sessionId=op.session_id,
             phase=op.phase,
             turnKind=message.turn_kind,
@@ -279,29 +323,38 @@ class ReplyRunRegistry:
             waiter_id=f"w-{self._waiter_ids}",
             message=message,
             since=self.now(),
-            timeout_ms=self._wait_timeout_ms(message.turn_kind),
-            blocking_run_id=op.run_id,
+            timeout_ms=self._wait_timeout_ms(message),
+            blocking_run_id=op.op_id,
         )
         self._waiters.setdefault(message.session_key, []).append(waiter)
+        shown = self._waiter_entry(waiter)
         self._change(
             "waiter.added",
             sessionKey=message.session_key,
             waiterId=waiter.waiter_id,
             timeoutMs=waiter.timeout_ms,
             turnKind=message.turn_kind,
-            blockingRunId=op.run_id,
-            messageId=message.run_id,
-            preview=message.text[:PREVIEW_CHARS],
-            text=message.text,
+            blockingRunId=op.op_id,
+            messageId=shown["messageId"],
+            preview=shown["preview"],
+            text=shown["text"],
         )
-        if message.turn_kind == "queued_followup":
+        if message.queued:
+            # Nothing times a follow-up queue item out. The simulation still re-checks
+            # the owner's staleness each slice (docs/protocol.md §3).
+            if self.profile.self_heals:
+                self._arm_slice(waiter, op)
+        elif message.turn_kind == "queued_followup":
             waiter.timer = self.scheduler.call_later(
                 self.knobs.followup_wait_s, lambda: self._waiter_timed_out(waiter)
             )
         elif self.profile.visible_wait_bounded:
             self._arm_slice(waiter, op)
 
-    def _wait_timeout_ms(self, turn_kind: str) -> int | None:
+    def _wait_timeout_ms(self, message: Message) -> int | None:
+        turn_kind = message.turn_kind
+        if message.queued:
+            return None  # the follow-up queue: no timer
         if turn_kind == "queued_followup":
             return ms(self.knobs.followup_wait_s)
         if self.profile.visible_wait_bounded:
@@ -415,7 +468,10 @@ class ReplyRunRegistry:
             steps.append("preflight_compacting")
         if self.rng.random() < self.knobs.memory_flush_rate:
             steps.append("memory_flushing")
-        self._step_phases(op, [*steps, "running"])
+        steps.append("running")
+        if self.profile.global_lane_phase:
+            steps += ["waiting_for_global_lane", "running"]
+        self._step_phases(op, steps)
 
     def _step_phases(self, op: Operation, steps: list[str]) -> None:
         if not self._is_live(op):
@@ -429,7 +485,7 @@ class ReplyRunRegistry:
     def _set_phase(self, op: Operation, phase: str) -> None:
         op.phase = phase
         op.last_activity_at = self.now()
-        self._change("phase", sessionKey=op.session_key, runId=op.run_id, phase=phase)
+        self._change("phase", sessionKey=op.session_key, runId=op.op_id, phase=phase)
 
     def _start_model(self, op: Operation) -> None:
         knobs = self.knobs
@@ -453,7 +509,7 @@ class ReplyRunRegistry:
 
     def _activity(self, op: Operation, activity: str) -> None:
         op.last_activity_at = self.now()
-        self._change("activity", sessionKey=op.session_key, runId=op.run_id, activity=activity)
+        self._change("activity", sessionKey=op.session_key, runId=op.op_id, activity=activity)
 
     def _stream(self, op: Operation) -> None:
         if not self._is_live(op):
@@ -485,20 +541,14 @@ class ReplyRunRegistry:
             and op.result == "completed"
             and not self._waiters.get(op.session_key)
         ):
-            self._drain_race[op.session_key] = op.run_id
-        self._clear(op, "normal")
+            self._drain_race[op.session_key] = op.op_id
+        self._owner_settled(op)
 
     def _finish_turn(self, op: Operation, status: str, chat: str, *, reply: str = "") -> None:
         session = self._session(op.session_key)
         session.ended_at = self.now()
         if reply:
-            session.history.append(
-                {
-                    "role": "assistant",
-                    "content": [{"type": "text", "text": reply}],
-                    "timestamp": ms(self.now()),
-                }
-            )
+            self._record_assistant(op.session_key, reply)
         self._set_status(op.session_key, status)
         self._finish_chat_run(op.run_id, chat)
 
@@ -508,7 +558,7 @@ class ReplyRunRegistry:
         self._change(
             "ended",
             sessionKey=op.session_key,
-            runId=op.run_id,
+            runId=op.op_id,
             result=kind,
             optional={"code": code},
         )
@@ -544,13 +594,52 @@ class ReplyRunRegistry:
             self._clear(op, "normal")
             return True
         self._set_status(op.session_key, "killed")
+        # A backend that ignores the cancel (WEDGE) never hands control back, so the
+        # owner never completes: the entry stays, terminal but held (2026.5.x: for good,
+        # seed 1; 2026.9: until the forced settle).
         owner_resumes = not (op.plan is not None and op.plan.ignores_cancel)
-        if owner_resumes and not self.profile.abort_running_leaks:
+        if owner_resumes:
             self._later(op, self.knobs.cancel_settle_s, lambda: self._owner_settled(op))
         return True
 
     def _owner_settled(self, op: Operation) -> None:
-        """The cancelled owner's ``finally`` ran: it completes and clears the entry."""
+        """The owner's ``finally`` ran: it completes and clears the entry, then (2026.5.28)
+        drains the session's follow-up queue with an operation of its own."""
+        if self._clear(op, "normal") is None:
+            return
+        if self.profile.empty_drain_operation and op.message.turn_kind == "visible":
+            self._empty_drain(op.session_key)
+
+    def _empty_drain(self, session_key: str) -> None:
+        """2026.5.28: the follow-up drain takes the lock for an operation with nothing to
+        do, which completes at once (seen after every visible turn)."""
+        if session_key in self._ops:
+            return  # a woken waiter took the lock first
+        session = self._session(session_key)
+        drain_id = f"drain-{uuid.uuid4()}"
+        message = Message(drain_id, session_key, "", "queued_followup")
+        events = RunEvents(
+            self._event,
+            run_id=drain_id,
+            session_key=session_key,
+            session_id=session.session_id,
+            agent_id=session.agent_id or "main",
+        )
+        now = self.now()
+        op = Operation(
+            message, session.session_id, now, now, events, op_id=self._next_op_id(drain_id)
+        )
+        self._ops[session_key] = op
+        self._change(
+            "acquired",
+            sessionKey=session_key,
+            runId=op.op_id,
+            sessionId=op.session_id,
+            phase=op.phase,
+            turnKind=message.turn_kind,
+        )
+        op.result, op.ended_at = "completed", now
+        self._change("ended", sessionKey=session_key, runId=op.op_id, result="completed")
         self._clear(op, "normal")
 
     def force_clear(self, session_key: str, expect_run_id: str, reason: str) -> dict[str, Any]:
@@ -563,7 +652,7 @@ class ReplyRunRegistry:
                 "reason": "not_locked",
                 "current": None,
             }
-        if op.run_id != expect_run_id:
+        if op.op_id != expect_run_id:
             return {
                 "cleared": False,
                 "sessionKey": session_key,
@@ -572,18 +661,23 @@ class ReplyRunRegistry:
             }
         op.cancel_timers()
         if op.result is None:
-            self._set_result(op, "failed", "run_failed")
-            op.events.failed(f"force-cleared: {reason}", ms(op.started_at), ms(self.now()))
-            self._finish_turn(op, "failed", "error")
+            # As the companion plugin does: abortByUser() first (cancels the backend),
+            # then the registry's own clear path.
+            self._set_result(op, "aborted", "aborted_by_user")
+            op.cancel_timers()  # no forced settle: the entry is cleared now
+            op.events.aborted(ms(op.started_at), ms(self.now()))
+            self._finish_turn(op, "killed", "ok")
+            if self.profile.clear_leaves_reply:
+                self._record_assistant(op.session_key, CLEARED_REPLY)
         self._log(
             "warn",
-            f"reply run force cleared sessionKey={session_key} runId={op.run_id} reason={reason}",
+            f"reply run force cleared sessionKey={session_key} runId={op.op_id} reason={reason}",
         )
         seq = self._clear(op, "force_clear", reason)
         return {
             "cleared": True,
             "sessionKey": session_key,
-            "runId": op.run_id,
+            "runId": op.op_id,
             "phase": op.phase,
             "seq": seq,
         }
@@ -597,7 +691,7 @@ class ReplyRunRegistry:
         seq = self._change(
             "released",
             sessionKey=op.session_key,
-            runId=op.run_id,
+            runId=op.op_id,
             how=how,
             optional={"detail": detail or None},
         )
@@ -665,10 +759,22 @@ class ReplyRunRegistry:
         if session.status == status:
             return
         session.status = status
-        self._change("session.status", sessionKey=key, status=status, sessionId=session.session_id)
+        if self.reports_store:
+            self._change(
+                "session.status", sessionKey=key, status=status, sessionId=session.session_id
+            )
         self._event(
             "sessions.changed",
             {"sessionKey": key, "reason": "status", "status": status, "ts": ms(self.now())},
+        )
+
+    def _record_assistant(self, key: str, text: str) -> None:
+        self._session(key).history.append(
+            {
+                "role": "assistant",
+                "content": [{"type": "text", "text": text}],
+                "timestamp": ms(self.now()),
+            }
         )
 
     def _record_user_message(self, message: Message) -> None:
@@ -696,10 +802,13 @@ class ReplyRunRegistry:
         """Chat runs still executing or waiting (``sessions.list`` ``activeRunIds``).
 
         A held entry with a terminal result is not active: that is the leak
-        the seeds describe, invisible here."""
-        run_ids = [w.message.run_id for w in self._waiters.get(session_key, [])]
+        the seeds describe, invisible here. Waiting messages are left out, as on
+        both real releases, unless ``waiters_in_active_run_ids``."""
+        run_ids = []
+        if self.waiters_in_active_run_ids:
+            run_ids = [w.message.run_id for w in self._waiters.get(session_key, [])]
         op = self._ops.get(session_key)
-        if op is not None and op.result is None:
+        if op is not None and op.result is None and op.message.run_id in self._runs:
             run_ids.append(op.run_id)
         return run_ids
 
@@ -708,7 +817,7 @@ class ReplyRunRegistry:
         return {
             "sessionKey": op.session_key,
             "sessionId": op.session_id,
-            "runId": op.run_id,
+            "runId": op.op_id,
             "phase": op.phase,
             "result": None if op.result is None else {"kind": op.result, "code": op.code},
             "turnKind": op.message.turn_kind,
@@ -717,16 +826,21 @@ class ReplyRunRegistry:
             "waiters": [self._waiter_entry(w) for w in self._waiters.get(op.session_key, [])],
         }
 
-    @staticmethod
-    def _waiter_entry(waiter: Waiter) -> dict[str, Any]:
+    def _waiter_entry(self, waiter: Waiter) -> dict[str, Any]:
+        message = waiter.message
+        if message.queued or self.profile.waiters_carry_message:
+            message_id, text = message.run_id, message.text
+        else:
+            # 2026.5.x: a registry waiter is a bare promise; its message is unknown here.
+            message_id, text = waiter.waiter_id, ""
         return {
             "waiterId": waiter.waiter_id,
             "sinceMs": ms(waiter.since),
             "timeoutMs": waiter.timeout_ms,
-            "turnKind": waiter.message.turn_kind,
-            "messageId": waiter.message.run_id,
-            "preview": waiter.message.text[:PREVIEW_CHARS],
-            "text": waiter.message.text,
+            "turnKind": message.turn_kind,
+            "messageId": message_id,
+            "preview": text[:PREVIEW_CHARS],
+            "text": text,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -738,7 +852,11 @@ class ReplyRunRegistry:
             "version": self.profile.version,
             "profile": self.profile.name,
             "entries": [self._entry(op) for op in self._ops.values()],
-            "sessions": {k: s.status for k, s in self._sessions.items() if s.status},
+            "sessions": (
+                {k: s.status for k, s in self._sessions.items() if s.status}
+                if self.reports_store
+                else {}
+            ),
         }
 
     def session_rows(self) -> list[dict[str, Any]]:

@@ -15,6 +15,16 @@ empty registry.
 ``hello-ok`` lists no ``runboard.registry.*`` method or event, and calling
 one answers ``INVALID_REQUEST`` "unknown method: <name>" (the bridge then
 runs in observer mode).
+
+Options that make the simulation look more like real OpenClaw with the
+companion plugin (off by default, so the demo keeps ``store_disagrees``; the
+contract tests turn them on, docs/protocol.md §3): ``distinct_registry_ids``
+gives registry operations ids of their own (``op-<boot>-<n>``, not the chat run
+id) and the registry a ``bootId`` that is not ``hello-ok``'s (2026.5.x send
+none there); ``registry_reports_store=False`` sends ``sessions: {}`` in
+snapshots and no ``session.status`` changes. ``waiters_in_active_run_ids``
+lists waiting messages in ``sessions.list`` ``activeRunIds``, which neither
+real release does (off by default).
 """
 
 from __future__ import annotations
@@ -86,6 +96,9 @@ class SimGateway:
         start_delay_s: float = 0.0,
         tick_interval_s: float = 15.0,
         plugin: bool = True,
+        distinct_registry_ids: bool = False,
+        registry_reports_store: bool = True,
+        waiters_in_active_run_ids: bool = False,
         **knobs: Any,
     ) -> None:
         self.name = name
@@ -102,7 +115,15 @@ class SimGateway:
             knobs=self.knobs,
             scheduler=self.scheduler,
             rng=random.Random(seed),
+            distinct_ids=distinct_registry_ids,
+            reports_store=registry_reports_store,
+            waiters_in_active_run_ids=waiters_in_active_run_ids,
         )
+        # hello-ok's server.bootId: the registry's own unless distinct ids are asked for;
+        # then a separate id on 2026.9 and none on 2026.5.x (as seen on 2026.9.6 / 5.28).
+        self.server_boot_id: str | None = self.registry.boot_id
+        if distinct_registry_ids:
+            self.server_boot_id = uuid.uuid4().hex if self.profile.hello_boot_id else None
         self.logs = GatewayLog()
         # Tests: answer these methods only after so many seconds (method → delay).
         self.answer_delays_s: dict[str, float] = {}
@@ -374,14 +395,13 @@ class SimGateway:
                 "AUTH_TOKEN_MISMATCH", "unauthorized: gateway token mismatch"
             )
         conn.scopes = frozenset(scopes) & frozenset(methods.SCOPE_IMPLIES)
+        server: dict[str, Any] = {"version": self.profile.version, "connId": conn.conn_id}
+        if self.server_boot_id is not None:
+            server["bootId"] = self.server_boot_id
         return {
             "type": "hello-ok",
             "protocol": protocol,
-            "server": {
-                "version": self.profile.version,
-                "connId": conn.conn_id,
-                "bootId": self.registry.boot_id,
-            },
+            "server": server,
             "features": {
                 "methods": list(methods.method_names(plugin=self.plugin)),
                 "events": list(methods.event_names(plugin=self.plugin)),

@@ -8,10 +8,12 @@ the first minute, the failure each build is known for, so the console has
 something to show:
 
 - 2026.5.28: a hung run with later messages waiting forever behind it, and an
-  aborted running operation that leaks its lock;
+  aborted wedged run (its backend ignores the cancel, so its owner never
+  completes it) that leaks its lock for good;
 - 2026.5.3: sequential sends to one session that alternate fail / pass;
-- 2026.9: a hung run with a waiter (healed by stale takeover after
-  ``stale_takeover_s``) and an aborted wedged run (forced settle).
+- 2026.9: a hung run with a message in its follow-up queue (healed by stale
+  takeover after ``stale_takeover_s``) and an aborted wedged run (forced
+  settle).
 """
 
 from __future__ import annotations
@@ -151,9 +153,10 @@ def _script_2026_5_28() -> tuple[Action, ...]:
     leaked = session_key("support", "whatsapp", "demo-aborted")
     return (
         Action(5.0, hung, "please look at this HANG-a1a1"),
-        Action(8.0, leaked, "long question STALL:40"),
+        Action(8.0, leaked, "long question WEDGE"),
         Action(12.0, hung, "second message, still there?"),
-        Action(14.0, leaked, abort=True),  # /stop of a running turn: the lock leaks
+        # /stop of a wedged turn: the backend ignores the cancel, the lock leaks for good.
+        Action(14.0, leaked, abort=True),
         Action(20.0, hung, "third message, hello??"),
         Action(25.0, leaked, "hello? anyone"),
     )

@@ -313,3 +313,73 @@ def _all_released_without_gaps(
     released = {p["sessionKey"] for p in registry if p["kind"] == "released"}
     seqs = {int(p["seq"]) for p in registry}  # type: ignore[call-overload]
     return len(released) == sessions and seqs == set(range(start + 1, max(seqs) + 1))
+
+
+async def test_distinct_registry_ids_give_operations_their_own_ids_and_boot(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(distinct_registry_ids=True, registry_reports_store=False)
+    client, hello = await RawClient.open(gw.url)
+    boot = hello["payload"]["server"]["bootId"]
+    subscribed = await client.payload("runboard.registry.subscribe")
+    assert boot and subscribed["bootId"] != boot
+    run_id = gw.send_inbound(KEY, "HANG")
+    events = await client.registry_events_until(lambda p: p["kind"] == "acquired")
+    (acquired,) = [p for p in events if p["kind"] == "acquired"]
+    op_id = acquired["runId"]
+    assert op_id != run_id and op_id.startswith(f"op-{subscribed['bootId'][:8]}-")
+    snapshot = await client.payload("runboard.registry.snapshot")
+    assert [e["runId"] for e in snapshot["entries"]] == [op_id]
+    assert snapshot["sessions"] == {}
+    rows = (await client.payload("sessions.list"))["sessions"]
+    assert rows[0]["activeRunIds"] == [run_id]
+    stale = await client.payload(
+        "runboard.registry.forceClear", {"sessionKey": KEY, "expectRunId": run_id, "reason": "x"}
+    )
+    assert (stale["cleared"], stale["reason"]) == (False, "owner_changed")
+    cleared = await client.payload(
+        "runboard.registry.forceClear", {"sessionKey": KEY, "expectRunId": op_id, "reason": "x"}
+    )
+    assert (cleared["cleared"], cleared["runId"], cleared["phase"]) == (True, op_id, "aborted")
+    await client.close()
+
+
+async def test_a_registry_without_the_store_sends_no_session_status(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(registry_reports_store=False, turn_median_s=0.01, turn_cap_s=0.02)
+    client, _ = await RawClient.open(gw.url)
+    await client.payload("runboard.registry.subscribe")
+    gw.send_inbound(KEY, "hello")
+    events = await client.registry_events_until(lambda p: p["kind"] == "released")
+    assert "session.status" not in {p["kind"] for p in events}
+    await client.close()
+
+
+async def test_hello_on_2026_5_28_has_no_boot_id_when_registry_ids_are_distinct(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.5.28", distinct_registry_ids=True)
+    client, hello = await RawClient.open(gw.url)
+    assert "bootId" not in hello["payload"]["server"]
+    await client.close()
+
+
+@pytest.mark.parametrize("profile", ["2026.9", "2026.5.28"])
+async def test_sessions_list_leaves_waiting_messages_out_of_active_run_ids(
+    sim_gateway: SimGatewayFactory, profile: str
+) -> None:
+    gw = await sim_gateway(profile=profile, plugin=False)
+    client, _ = await RawClient.open(gw.url)
+    owner = gw.send_inbound(KEY, "HANG")
+    gw.send_inbound(KEY, "waiting behind it")
+    (row,) = (await client.payload("sessions.list"))["sessions"]
+    assert (row["hasActiveRun"], row["activeRunIds"]) == (True, [owner])
+    await client.close()
+    shown = await sim_gateway(profile=profile, plugin=False, waiters_in_active_run_ids=True)
+    client, _ = await RawClient.open(shown.url)
+    owner = shown.send_inbound(KEY, "HANG")
+    waiting = shown.send_inbound(KEY, "waiting behind it")
+    (row,) = (await client.payload("sessions.list"))["sessions"]
+    assert sorted(row["activeRunIds"]) == sorted([owner, waiting])
+    await client.close()

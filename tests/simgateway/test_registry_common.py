@@ -21,13 +21,17 @@ def test_started_is_seq_1_and_every_change_takes_the_next_seq() -> None:
 @pytest.mark.parametrize("profile", ALL_PROFILES)
 def test_a_turn_goes_queued_running_completed_then_is_released_normally(profile: str) -> None:
     r = rig(profile)
-    r.registry.dispatch(KEY, "hello STALL:1")
+    run_id, _ = r.registry.dispatch(KEY, "hello STALL:1")
     r.advance(2)
-    assert r.kinds() == [
-        "acquired", "phase", "session.status", "phase", "ended", "session.status", "released",
+    turn = [c for c in r.changes if c.get("runId") in (run_id, None) and c["kind"] != "started"]
+    assert [c["kind"] for c in turn if c["kind"] != "phase"] == [
+        "acquired", "session.status", "ended", "session.status", "released",
     ]  # fmt: skip
     assert r.of_kind("acquired")[0]["phase"] == "queued"
-    assert [c["phase"] for c in r.of_kind("phase")] == ["running", "completed"]
+    phases = [c["phase"] for c in turn if c["kind"] == "phase"]
+    # 2026.9 waits for the global lane once it runs (seen on 2026.9.6).
+    assert [p for p in phases if p != "waiting_for_global_lane"][-2:] == ["running", "completed"]
+    assert phases[0] == "running"
     assert r.of_kind("ended")[0]["result"] == "completed"
     assert r.of_kind("released")[0]["how"] == "normal"
     assert [c["status"] for c in r.of_kind("session.status")] == ["running", "done"]
@@ -39,7 +43,8 @@ def test_preflight_compaction_and_memory_flush_come_between_queued_and_running()
     r.registry.dispatch(KEY, "hello STALL:1")
     r.advance(2)
     phases = [c["phase"] for c in r.of_kind("phase")]
-    assert phases == ["preflight_compacting", "memory_flushing", "running", "completed"]
+    assert phases[:3] == ["preflight_compacting", "memory_flushing", "running"]
+    assert phases[-1] == "completed"
 
 
 def test_a_streaming_turn_reports_activity_while_running() -> None:
@@ -141,7 +146,7 @@ def test_abort_of_a_queued_operation_clears_the_entry(profile: str) -> None:
     assert r.registry.entry(KEY) is None
 
 
-def test_force_clear_of_the_owner_fails_it_releases_and_admits_the_waiter() -> None:
+def test_force_clear_of_the_owner_aborts_it_releases_and_admits_the_waiter() -> None:
     r = rig("2026.5.28")
     owner, _ = r.registry.dispatch(KEY, "HANG")
     waiting, _ = r.registry.dispatch(KEY, "second STALL:1")
@@ -149,10 +154,12 @@ def test_force_clear_of_the_owner_fails_it_releases_and_admits_the_waiter() -> N
     result = r.registry.force_clear(KEY, owner, "operator: stuck")
     released = r.of_kind("released")[0]
     assert result == {
-        "cleared": True, "sessionKey": KEY, "runId": owner, "phase": "failed",
+        "cleared": True, "sessionKey": KEY, "runId": owner, "phase": "aborted",
         "seq": released["seq"],
     }  # fmt: skip
-    assert (r.of_kind("ended")[0]["code"], released["how"]) == ("run_failed", "force_clear")
+    ended = r.of_kind("ended")[0]
+    assert (ended["result"], ended["code"]) == ("aborted", "aborted_by_user")
+    assert released["how"] == "force_clear"
     assert released["detail"] == "operator: stuck"
     assert r.of_kind("waiter.resolved")[0]["outcome"] == "admitted"
     assert r.registry.entry(KEY).run_id == waiting  # type: ignore[union-attr]

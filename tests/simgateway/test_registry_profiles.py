@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway_bridge.simgateway.registry import DRAIN_FAILED_REPLY
+from gateway_bridge.simgateway.registry import CLEARED_REPLY, DRAIN_FAILED_REPLY
 from tests.simgateway.registry_helpers import KEY, rig
 
 # --- 2026.5.28 (seed 1) ---------------------------------------------------------
@@ -18,9 +18,47 @@ def test_a_visible_waiter_on_2026_5_28_has_no_timeout_and_waits_forever() -> Non
     assert len(r.registry.waiters(KEY)) == 1
 
 
-def test_abort_of_a_running_operation_leaks_the_entry_on_2026_5_28() -> None:
+def test_a_visible_waiter_on_2026_5_28_carries_no_message_of_its_own() -> None:
     r = rig("2026.5.28")
-    owner, _ = r.registry.dispatch(KEY, "slow STALL:100")
+    r.registry.dispatch(KEY, "please HANG")
+    r.registry.dispatch(KEY, "anyone there?")
+    (added,) = r.of_kind("waiter.added")
+    assert (added["messageId"], added["preview"], added["text"]) == (added["waiterId"], "", "")
+    (entry,) = r.registry.snapshot()["entries"]
+    (waiter,) = entry["waiters"]
+    assert (waiter["messageId"], waiter["text"], waiter["turnKind"]) == (
+        added["waiterId"], "", "visible",
+    )  # fmt: skip
+
+
+def test_an_aborted_hung_turn_settles_and_releases_on_2026_5_28() -> None:
+    r = rig("2026.5.28")
+    owner, _ = r.registry.dispatch(KEY, "please HANG")
+    r.advance(1)
+    assert r.registry.abort(KEY) == [owner]
+    r.advance(1)
+    assert r.of_kind("ended")[0]["result"] == "aborted"
+    assert r.of_kind("released")[0]["how"] == "normal"
+    nxt, _ = r.registry.dispatch(KEY, "hello again STALL:1")
+    assert r.registry.entry(KEY).run_id == nxt  # type: ignore[union-attr]
+
+
+def test_each_visible_turn_on_2026_5_28_is_followed_by_an_empty_drain_operation() -> None:
+    r = rig("2026.5.28")
+    owner, _ = r.registry.dispatch(KEY, "hello STALL:1")
+    r.advance(2)
+    acquired = r.of_kind("acquired")
+    assert [a["runId"] for a in acquired][0] == owner and len(acquired) == 2
+    drain = acquired[1]["runId"]
+    assert [c["kind"] for c in r.changes if c.get("runId") == drain] == [
+        "acquired", "ended", "released",
+    ]  # fmt: skip
+    assert r.registry.entry(KEY) is None
+
+
+def test_abort_of_a_wedged_running_operation_leaks_the_entry_on_2026_5_28() -> None:
+    r = rig("2026.5.28")
+    owner, _ = r.registry.dispatch(KEY, "slow WEDGE")
     r.advance(1)
     assert r.registry.abort(KEY) == [owner]
     r.advance(3600)
@@ -91,22 +129,46 @@ def test_a_drain_failure_on_2026_5_3_names_the_error_and_loses_the_message() -> 
 # --- 2026.9 (the fixed build) ------------------------------------------------------
 
 
-def test_a_visible_waiter_on_2026_9_is_bounded_by_15_s_slices_without_per_slice_events() -> None:
+def test_a_message_for_a_busy_session_on_2026_9_waits_in_the_follow_up_queue() -> None:
     r = rig("2026.9")
-    r.registry.dispatch(KEY, "STALL:100")
-    r.registry.dispatch(KEY, "second")
-    assert r.of_kind("waiter.added")[0]["timeoutMs"] == 15000
+    owner, _ = r.registry.dispatch(KEY, "STALL:100")
+    second, _ = r.registry.dispatch(KEY, "second STALL:1")
+    (added,) = r.of_kind("waiter.added")
+    assert (added["turnKind"], added["timeoutMs"]) == ("queued_followup", None)
+    assert (added["messageId"], added["text"]) == (second, "second STALL:1")
     r.advance(60)
     assert len(r.of_kind("waiter.added")) == 1
     assert r.of_kind("waiter.resolved") == []
+    r.advance(45)
+    assert r.of_kind("waiter.resolved")[0]["outcome"] == "admitted"
+    taken = r.of_kind("acquired")[1]
+    assert (taken["runId"], taken["turnKind"]) == (second, "queued_followup")
+
+
+def test_a_turn_on_2026_9_waits_for_the_global_lane_and_runs_again() -> None:
+    r = rig("2026.9")
+    r.registry.dispatch(KEY, "hello STALL:1")
+    r.advance(2)
+    phases = [c["phase"] for c in r.of_kind("phase")]
+    assert phases == ["running", "waiting_for_global_lane", "running", "completed"]
+
+
+def test_a_force_cleared_turn_on_2026_9_leaves_a_could_not_reply_message() -> None:
+    r = rig("2026.9")
+    owner, _ = r.registry.dispatch(KEY, "HANG")
+    r.advance(1)
+    assert r.registry.force_clear(KEY, owner, "operator")["phase"] == "aborted"
+    history = r.registry.session(KEY).history  # type: ignore[union-attr]
+    assert history[-1]["role"] == "assistant"
+    assert history[-1]["content"][0]["text"] == CLEARED_REPLY
 
 
 def test_a_terminal_run_that_never_clears_is_forced_released_on_2026_9() -> None:
     r = rig("2026.9", leak_after_complete_rate=1.0, terminal_settle_s=0.3)
     r.registry.dispatch(KEY, "hello STALL:1")
-    r.advance(1.2)
+    r.advance(1.3)
     assert r.of_kind("released") == []
-    r.advance(0.2)
+    r.advance(0.3)
     released = r.of_kind("released")[0]
     assert released["how"] == "forced_settle"
     (line,) = [t for t in r.log_texts() if t.startswith("reply run terminal settle")]
