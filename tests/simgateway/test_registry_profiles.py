@@ -48,7 +48,7 @@ def test_each_visible_turn_on_2026_5_28_is_followed_by_an_empty_drain_operation(
     owner, _ = r.registry.dispatch(KEY, "hello STALL:1")
     r.advance(2)
     acquired = r.of_kind("acquired")
-    assert [a["runId"] for a in acquired][0] == owner and len(acquired) == 2
+    assert len(acquired) == 2 and acquired[0]["runId"] == owner
     drain = acquired[1]["runId"]
     assert [c["kind"] for c in r.changes if c.get("runId") == drain] == [
         "acquired", "ended", "released",
@@ -131,7 +131,7 @@ def test_a_drain_failure_on_2026_5_3_names_the_error_and_loses_the_message() -> 
 
 def test_a_message_for_a_busy_session_on_2026_9_waits_in_the_follow_up_queue() -> None:
     r = rig("2026.9")
-    owner, _ = r.registry.dispatch(KEY, "STALL:100")
+    r.registry.dispatch(KEY, "STALL:100")
     second, _ = r.registry.dispatch(KEY, "second STALL:1")
     (added,) = r.of_kind("waiter.added")
     assert (added["turnKind"], added["timeoutMs"]) == ("queued_followup", None)
