@@ -11,6 +11,7 @@ from gateway_bridge.simgateway.server import SimGateway
 from tests.contract.targets import (
     REAL_STUCK_AFTER_S,
     SIM_KNOBS,
+    SIM_PLUGIN_OPTIONS,
     SIM_STUCK_AFTER_S,
     RealGatewayPool,
     Target,
@@ -76,6 +77,8 @@ async def _sim_target(sim_gateway: SimGatewayFactory, profile: str, mode: str) -
     token = "contract-token"
     # Observer mode: a stock gateway, without Runboard's registry methods.
     options: dict[str, Any] = {"profile": profile, "token": token, "plugin": mode == "plugin"}
+    if mode == "plugin":
+        options |= SIM_PLUGIN_OPTIONS
     holder: dict[str, SimGateway] = {"gw": await sim_gateway(**options, **SIM_KNOBS)}
 
     async def restart() -> None:

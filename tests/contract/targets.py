@@ -21,7 +21,8 @@ from tests.openclaw.fake_model import FakeModelServer
 from tests.openclaw.gateway import OpenClawGateway
 from tests.openclaw.install import layout, missing_parts
 
-SIM_PROFILE = "2026.9"
+# The simulated gateway plays both real releases' profiles.
+SIM_PROFILES: tuple[str, ...] = ("2026.9", "2026.5.28")
 REAL_RELEASES: tuple[str, ...] = ("2026.9.6", "2026.5.28")
 # plugin: the gateway has Runboard's companion plugin; observer: a stock gateway without it
 # (the simulated one with plugin=False), which the bridge watches in observer mode.
@@ -29,6 +30,9 @@ MODES: tuple[str, ...] = ("plugin", "observer")
 
 # The simulated gateway, fast: turns of tens of milliseconds.
 SIM_KNOBS = {"turn_median_s": 0.05, "turn_cap_s": 0.1, "activity_interval_s": 0.02}
+# With the plugin, the simulated gateway reports what the companion plugin reports on a
+# real gateway: registry run ids and a bootId of its own, no session store (protocol.md §3).
+SIM_PLUGIN_OPTIONS = {"distinct_registry_ids": True, "registry_reports_store": False}
 SIM_STUCK_AFTER_S = 1.0
 # A real gateway's normal turn runs for seconds with gaps of several seconds between
 # registry activity on this kind of machine; a hung one shows none after it starts.
@@ -56,24 +60,13 @@ class Target:
     def observer(self) -> bool:
         return self.mode == "observer"
 
-    @property
-    def sees_waiters(self) -> bool:
-        """Whether the bridge sees a message waiting behind a busy run.
-
-        Observer mode sees waiters only as extra run ids in ``sessions.list``'s
-        ``activeRunIds`` (``gateway_bridge.observer.OBSERVER_BLIND_SPOTS``): the
-        simulated gateway lists them there; real 2026.9.6 and 2026.5.28 list no
-        ``activeRunIds`` for the waiting message while a run is active (2026.9.6
-        may even steer it into the busy run), so there it is not visible.
-        """
-        return not (self.observer and self.real)
-
 
 def target_params() -> list[object]:
     """``(kind, version, mode)`` for every target and mode, real ones marked ``openclaw``."""
     params: list[object] = []
     for mode in MODES:
-        params.append(pytest.param(("sim", SIM_PROFILE, mode), id=f"sim-{SIM_PROFILE}-{mode}"))
+        for profile in SIM_PROFILES:
+            params.append(pytest.param(("sim", profile, mode), id=f"sim-{profile}-{mode}"))
         for version in REAL_RELEASES:
             params.append(
                 pytest.param(
