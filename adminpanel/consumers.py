@@ -9,14 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from adminpanel.broadcast import GROUP, MESSAGE_TYPE
+from adminpanel.roles import VIEW
 
 log = structlog.get_logger(__name__)
 
 # 4000-4999 are free for applications; 4401 mirrors HTTP 401.
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
 
 
 class SessionsConsumer(AsyncWebsocketConsumer):
@@ -27,6 +30,10 @@ class SessionsConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             log.info("live_viewer_refused", reason="anonymous")
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await database_sync_to_async(user.has_perm)(VIEW):
+            log.info("live_viewer_refused", reason="no_permission", user=user.get_username())
+            await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.accept()

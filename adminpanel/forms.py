@@ -128,3 +128,33 @@ class TimelineForm(StrictQueryForm):
     """A session's page: how much of its timeline to show."""
 
     limit = forms.IntegerField(required=False, min_value=1, max_value=2000)
+
+
+class ActionForm(forms.Form):
+    """The confirmation dialog of one action on one session."""
+
+    reason = forms.CharField(
+        max_length=1000,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 2, "required": True}),
+        error_messages={"required": "Say why: the reason goes into the audit log."},
+    )
+    expect_run_id = forms.CharField(required=False, max_length=128, widget=forms.HiddenInput)
+    # One per rendered dialog: a second submit of the same dialog does nothing new.
+    submission = forms.UUIDField(widget=forms.HiddenInput)
+
+
+class BulkActionForm(ActionForm):
+    """A bulk action's dialog: the targets as listed (session pk and the run seen)."""
+
+    targets = forms.CharField(max_length=20000, widget=forms.HiddenInput)
+    confirm_count = forms.IntegerField(required=False, min_value=0)
+
+    def clean_targets(self) -> list[tuple[int, str]]:
+        pairs = []
+        for part in self.cleaned_data["targets"].split(","):
+            pk, _, run_id = part.partition(":")
+            if not pk.isdigit() or not run_id:
+                raise forms.ValidationError(f"Not a target: {part!r}; reopen the dialog.")
+            pairs.append((int(pk), run_id))
+        return pairs

@@ -7,9 +7,16 @@ groups are (re)made after every ``migrate``, so a new permission reaches them.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+View = Callable[..., HttpResponse]
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 ROLES = (VIEWER, OPERATOR, ADMIN)
@@ -64,3 +71,29 @@ def ensure_roles(**_: Any) -> None:
             content_type__app_label="adminpanel", codename__in=codenames
         )
         group.permissions.set(permissions)
+
+
+def forbidden(request: HttpRequest, *missing: str) -> HttpResponse:
+    """The 403 page: which permission is missing, and what each role may do."""
+    return render(request, "adminpanel/forbidden.html", {"missing": missing}, status=403)
+
+
+def permission_required(*permissions: str) -> Callable[[View], View]:
+    """Login required (redirect), then every permission (403 page naming what is missing)."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            missing = [p for p in permissions if not request.user.has_perm(p)]
+            if missing:
+                return forbidden(request, *missing)
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+view_required = permission_required(VIEW)

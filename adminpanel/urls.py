@@ -4,12 +4,18 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from adminpanel import views
+from adminpanel import action_views, views
 
 urlpatterns = [
     path("", views.sessions, name="sessions"),
     path("stuck/", views.stuck, name="stuck"),
     path("sessions/<int:pk>/", views.session_detail, name="session_detail"),
+    path(
+        "sessions/<int:pk>/act/<slug:slug>/",
+        action_views.session_action,
+        name="session_action",
+    ),
+    path("act/bulk/<slug:slug>/", action_views.bulk_action, name="bulk_action"),
     path("warnings/", views.warnings, name="warnings"),
     path("gateways/", views.gateways, name="gateways"),
     path("admin/", admin.site.urls),

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.decorators import login_required
 from django.db.models import (
     Count,
     Max,
@@ -42,12 +41,20 @@ from adminpanel.forms import (
     encode_cursor,
 )
 from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, TimelineEvent
+from adminpanel.roles import view_required
 from gateway_bridge.events import PHASES
 from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
 
 PAGE_SIZE = 50
 COUNT_CAP = 1000
 TIMELINE_LIMIT = 200
+# The session page's action buttons (adminpanel/action_views.py): URL slug, label.
+ACTION_LINKS = (
+    ("force-clear", "Force-clear"),
+    ("clear-and-requeue", "Clear and requeue"),
+    ("requeue", "Requeue"),
+    ("abort", "Abort"),
+)
 WARNING_GROUPS_LIMIT = 200
 WARNINGS_DEFAULT_HOURS = 24
 
@@ -268,19 +275,19 @@ def _list_page(
     return render(request, template, _common(context))
 
 
-@login_required
+@view_required
 def sessions(request: HttpRequest) -> HttpResponse:
     form = SessionFilterForm(request.GET)
     sort = (form.cleaned_data.get("sort") or "age") if form.is_valid() else "age"
     return _list_page(request, form, sort, stuck=False)
 
 
-@login_required
+@view_required
 def stuck(request: HttpRequest) -> HttpResponse:
     return _list_page(request, StuckFilterForm(request.GET), "worst", stuck=True)
 
 
-@login_required
+@view_required
 def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
     form = TimelineForm(request.GET)
     if not form.is_valid():
@@ -293,6 +300,7 @@ def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     context = {
         "session": session,
+        "action_links": ACTION_LINKS,
         "flags": sorted(
             (f for f in flags if f.cleared_at is None), key=lambda f: (f.severity, f.code)
         ),
@@ -305,7 +313,7 @@ def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "adminpanel/session_detail.html", _common(context))
 
 
-@login_required
+@view_required
 def warnings(request: HttpRequest) -> HttpResponse:
     form = WarningsForm(request.GET)
     if not form.is_valid():
@@ -372,7 +380,7 @@ def _forced_releases(since: datetime, gateway: str | None) -> list[dict[str, Any
     return groups
 
 
-@login_required
+@view_required
 def gateways(request: HttpRequest) -> HttpResponse:
     form = StrictQueryForm(request.GET)
     if not form.is_valid():

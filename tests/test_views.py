@@ -6,7 +6,6 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -21,6 +20,7 @@ from gateway_bridge.events import (
     RunEnded,
     WaiterAdded,
 )
+from tests.users import make_user
 
 T0 = 1_800_000_000.0
 NOW = T0 + 60
@@ -61,7 +61,7 @@ def ingest(events: Iterator[RegistryEvent]) -> None:
 
 @pytest.fixture
 def viewer(db: None) -> Client:
-    User.objects.create_user("viewer", password="pw-viewer-1")
+    make_user("viewer", "pw-viewer-1")
     client = Client()
     client.login(username="viewer", password="pw-viewer-1")
     return client

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -49,3 +50,9 @@ def utc(moment: datetime | None, precision: str = "s") -> str:
     moment = moment.astimezone(UTC)
     text = moment.strftime("%Y-%m-%d %H:%M:%S")
     return f"{text}.{moment.microsecond // 1000:03d}" if precision == "ms" else text
+
+
+@register.filter
+def jsonish(value: Any) -> str:
+    """Compact JSON for showing call parameters in a dialog."""
+    return json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)

@@ -4,8 +4,6 @@ gateway's bridge → the simulated gateway over loopback, audited in the store."
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,14 +11,12 @@ from asgiref.sync import sync_to_async
 
 from adminpanel import actions, audit
 from adminpanel.actions import ActionRefused, Actor, Target
-from adminpanel.bridges import BridgeSupervisor, GatewayTarget
 from adminpanel.models import AuditEntry, Session, Waiter
-from gateway_bridge.simgateway.server import SimGateway
+from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
 from tests.fixtures_sim import FAST, SimGatewayFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HUNG = "agent:main:telegram:direct:hung"
 OPERATOR = Actor("operator")
 
 
@@ -30,40 +26,6 @@ def _fast_bridge(settings: Any) -> None:
     settings.RUNBOARD_BACKOFF_MAX_S = 0.3
     settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
     settings.RUNBOARD_CONNECT_TIMEOUT_S = 2.0
-
-
-@contextlib.asynccontextmanager
-async def mirrored(gw: SimGateway, name: str = "sim") -> AsyncIterator[BridgeSupervisor]:
-    supervisor = BridgeSupervisor([GatewayTarget(name, gw.url, gw.token)])
-    stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.run(stop))
-    try:
-        yield supervisor
-    finally:
-        stop.set()
-        await task
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not await check():  # noqa: ASYNC110 - the store announces nothing to await
-            await asyncio.sleep(0.05)
-
-
-@sync_to_async
-def held_by(key: str) -> str:
-    session = Session.objects.filter(session_key=key).first()
-    return session.run_id if session is not None and session.locked else ""
-
-
-async def hung_run(gw: SimGateway, key: str = HUNG) -> str:
-    gw.send_inbound(key, "please HANG now")
-
-    async def locked() -> bool:
-        return bool(await held_by(key))
-
-    await eventually(locked)
-    return await held_by(key)
 
 
 @sync_to_async

@@ -9,12 +9,12 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.test import Client
 
 from adminpanel.asgi import application
 from adminpanel.broadcast import GROUP, MESSAGE_TYPE
 from adminpanel.consumers import CLOSE_UNAUTHENTICATED
+from tests.users import make_user
 
 PATH = "/ws/sessions/"
 ORIGIN = (b"origin", b"http://127.0.0.1")
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @sync_to_async
 def session_cookie() -> bytes:
-    User.objects.create_user("viewer", password="pw-viewer-1")
+    make_user("viewer", "pw-viewer-1")
     client = Client()
     assert client.login(username="viewer", password="pw-viewer-1")
     value = client.cookies[settings.SESSION_COOKIE_NAME].value

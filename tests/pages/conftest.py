@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
+
+from tests.users import make_user
 
 
 @pytest.fixture
 def viewer(db: None) -> Client:
-    User.objects.create_user("viewer", password="pw-viewer-1")
+    make_user("viewer", "pw-viewer-1")
     client = Client()
     client.login(username="viewer", password="pw-viewer-1")
     return client

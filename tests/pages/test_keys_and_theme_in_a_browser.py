@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.pages.support import Stream, ingest
 from tests.test_views import locked_sessions
+from tests.users import make_user
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -49,7 +50,7 @@ def browser(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 def logged_in(browser: Browser, live_server: Any, **options: Any) -> BrowserContext:
-    user = User.objects.create_user(f"viewer{User.objects.count()}", password="pw")
+    user = make_user(f"viewer{User.objects.count()}", "pw")
     client = Client()
     client.force_login(user)
     context = browser.new_context(**options)
