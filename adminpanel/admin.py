@@ -11,7 +11,17 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, TimelineEvent, Waiter
+from adminpanel.models import (
+    AuditEntry,
+    DispatchSkip,
+    Flag,
+    Gateway,
+    RecoveryPolicy,
+    Run,
+    Session,
+    TimelineEvent,
+    Waiter,
+)
 
 
 @admin.register(Gateway)
@@ -103,3 +113,39 @@ class TimelineEventAdmin(ReadOnlyAdmin):
     list_display = ("gateway", "seq", "kind", "at", "session", "run_id")
     list_filter = ("gateway", "kind")
     list_select_related = ("gateway", "session")
+
+
+@admin.register(RecoveryPolicy)
+class RecoveryPolicyAdmin(admin.ModelAdmin):
+    """Admins (the admin role) turn automatic recovery on per gateway; off by default."""
+
+    list_display = (
+        "name",
+        "gateway",
+        "enabled",
+        "dry_run",
+        "trigger",
+        "after_s",
+        "action",
+        "max_actions_per_hour",
+    )
+    list_filter = ("enabled", "dry_run", "trigger", "gateway")
+    fields = (
+        "name",
+        "gateway",
+        "enabled",
+        "dry_run",
+        "trigger",
+        "after_s",
+        "action",
+        "max_actions_per_hour",
+    )
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """The audit chain, read-only (the audit page is the operator's view of it)."""
+
+    list_display = ("seq", "at", "kind", "actor", "action", "gateway", "session_key", "result")
+    list_filter = ("kind", "action", "result", "actor_kind")
+    search_fields = ("session_key", "actor", "reason")

@@ -18,7 +18,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from adminpanel import bridge_commands
+from adminpanel import bridge_commands, recovery
 from adminpanel.broadcast import Broadcaster
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Gateway
@@ -115,6 +115,10 @@ class BridgeSupervisor:
             asyncio.create_task(bridge_commands.serve(b, stop), name=f"commands:{b.gateway}")
             for b in self.bridges
         ]
+        # Opt-in automatic recovery acts through the same listeners (recovery.py).
+        self._tasks.append(
+            asyncio.create_task(recovery.run(stop, self.broadcaster.note), name="recovery")
+        )
         tick = sync_to_async(self._tick, thread_sensitive=True)
         try:
             while not stop.is_set():

@@ -99,6 +99,9 @@ class Session(models.Model):
     flag_count = models.PositiveIntegerField(default=0)
     worst_severity = models.CharField(max_length=16, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
+    # A recovery policy's countdown on this lock; written only by adminpanel.recovery.
+    auto_action_at = models.DateTimeField(null=True, blank=True)
+    auto_policy = models.CharField(max_length=64, blank=True)
 
     class Meta:
         permissions = ACTION_PERMISSIONS

@@ -164,6 +164,8 @@ RUNBOARD_BACKOFF_MAX_S = env_float("RUNBOARD_BACKOFF_MAX_S", 30.0, minimum=0.1)
 RUNBOARD_REORDER_WINDOW = env_int("RUNBOARD_REORDER_WINDOW", 256, minimum=1)
 RUNBOARD_REORDER_WAIT_S = env_float("RUNBOARD_REORDER_WAIT_S", 2.0, minimum=0.0)
 RUNBOARD_DETECT_TICK_S = env_float("RUNBOARD_DETECT_TICK_S", 0.5, minimum=0.05)
+# How often the recovery policies look for due countdowns (adminpanel/recovery.py).
+RUNBOARD_RECOVERY_TICK_S = env_float("RUNBOARD_RECOVERY_TICK_S", 1.0, minimum=0.05)
 
 # --- Flag thresholds (adminpanel.detect) -------------------------------------
 

@@ -56,3 +56,11 @@ def utc(moment: datetime | None, precision: str = "s") -> str:
 def jsonish(value: Any) -> str:
     """Compact JSON for showing call parameters in a dialog."""
     return json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
+
+
+@register.filter
+def until(moment: datetime | None, now: datetime) -> str:
+    """Time left until ``moment`` in the ``age`` format ("0 s" once it has passed)."""
+    if moment is None:
+        return ""
+    return age(now, moment) if moment > now else "0 s"

@@ -24,6 +24,34 @@
     dialog.close();
   });
 
+  // Recovery countdowns on rows: "in 12 s" ticking down to "0 s" (same format as ages).
+  function left(seconds) {
+    seconds = Math.max(0, Math.ceil(seconds));
+    if (seconds < 60) return seconds + " s";
+    var minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes + " min " + (seconds % 60) + " s";
+    return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
+  }
+
+  var offsetMs = null; // server clock minus browser clock
+
+  function tickCountdowns() {
+    if (document.hidden) return;
+    if (offsetMs === null) {
+      var serverNow = parseFloat(document.body.getAttribute("data-server-now") || "");
+      offsetMs = isNaN(serverNow) ? 0 : serverNow * 1000 - Date.now();
+    }
+    var now = Date.now() + offsetMs;
+    var all = document.querySelectorAll(".countdown[data-due]");
+    for (var i = 0; i < all.length; i++) {
+      var due = Date.parse(all[i].getAttribute("data-due"));
+      var out = all[i].querySelector(".left");
+      if (!isNaN(due) && out) out.textContent = left((due - now) / 1000);
+    }
+  }
+
+  window.setInterval(tickCountdowns, 1000);
+
   document.addEventListener("close", function (event) {
     if (event.target === host()) host().innerHTML = "";
   }, true);

@@ -1,0 +1,117 @@
+"""Automatic recovery policies: off by default, dry run, countdown, acting, rate limit.
+
+The policies run inside a real ``BridgeSupervisor`` against the simulated
+gateway; a hung turn is flagged ``no_progress`` within a fraction of a second
+with the thresholds below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from adminpanel.models import AuditEntry, Gateway, RecoveryPolicy, Session
+from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
+from tests.fixtures_sim import FAST, SimGatewayFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+OTHER = "agent:main:telegram:direct:second"
+
+
+@pytest.fixture(autouse=True)
+def _quick(settings: Any) -> None:
+    settings.RUNBOARD_DETECT_TICK_S = 0.05
+    settings.RUNBOARD_RECOVERY_TICK_S = 0.05
+    settings.RUNBOARD_BACKOFF_MAX_S = 0.3
+    settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
+    settings.RUNBOARD_STUCK_AFTER_S = 0.3
+
+
+@sync_to_async
+def policy(**fields: Any) -> RecoveryPolicy:
+    gateway, _ = Gateway.objects.get_or_create(name="sim")
+    defaults = {"trigger": "no_progress", "after_s": 1, "action": "force_clear"}
+    return RecoveryPolicy.objects.create(name="unstick", gateway=gateway, **{**defaults, **fields})
+
+
+@sync_to_async
+def policy_attempts() -> list[tuple[str, str, bool]]:
+    rows = AuditEntry.objects.filter(actor_kind="policy").order_by("seq")
+    return [(r.kind, r.result, r.dry_run) for r in rows]
+
+
+@sync_to_async
+def countdown(key: str) -> tuple[Any, str]:
+    session = Session.objects.get(session_key=key)
+    return session.auto_action_at, session.auto_policy
+
+
+async def test_without_an_enabled_policy_nothing_is_done(sim_gateway: SimGatewayFactory) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    await policy(enabled=False, dry_run=False, after_s=0)
+    async with mirrored(gw):
+        run_id = await hung_run(gw)
+        await asyncio.sleep(1.5)  # flagged, and long past the (disabled) policy's threshold
+        assert await held_by(HUNG) == run_id
+        assert await countdown(HUNG) == (None, "")
+    assert await policy_attempts() == []
+
+
+async def test_a_dry_run_shows_a_countdown_then_records_what_it_would_do_once(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    await policy(enabled=True, dry_run=True, after_s=1)
+    async with mirrored(gw):
+        run_id = await hung_run(gw)
+
+        async def counting_down() -> bool:
+            return (await countdown(HUNG))[1] == "unstick"
+
+        await eventually(counting_down)
+
+        async def recorded() -> bool:
+            return len(await policy_attempts()) == 2
+
+        await eventually(recorded)
+        await asyncio.sleep(0.5)  # more ticks: still one record for this run
+        assert await held_by(HUNG) == run_id  # a dry run sends nothing
+        assert await countdown(HUNG) == (None, "")
+    assert await policy_attempts() == [("intent", "", True), ("outcome", "noop", True)]
+    intent = await sync_to_async(AuditEntry.objects.get)(kind="intent")
+    assert intent.actor == "unstick" and "automatic: policy unstick" in intent.reason
+
+
+async def test_an_enabled_policy_clears_the_lock_under_its_own_name(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    await policy(enabled=True, dry_run=False, after_s=1)
+    async with mirrored(gw):
+        await hung_run(gw)
+
+        async def released() -> bool:
+            return not await held_by(HUNG)
+
+        await eventually(released)
+    assert await policy_attempts() == [("intent", "", False), ("outcome", "success", False)]
+
+
+async def test_the_rate_limit_caps_actions_per_hour(sim_gateway: SimGatewayFactory) -> None:
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    await policy(enabled=True, dry_run=False, after_s=0, max_actions_per_hour=1)
+    async with mirrored(gw):
+        await hung_run(gw, HUNG)
+        await hung_run(gw, OTHER)
+
+        async def one_released() -> bool:
+            return not await held_by(HUNG) or not await held_by(OTHER)
+
+        await eventually(one_released)
+        await asyncio.sleep(1.0)
+        assert bool(await held_by(HUNG)) != bool(await held_by(OTHER))  # the other still held
+    assert [kind for kind, _, _ in await policy_attempts()] == ["intent", "outcome"]
