@@ -123,12 +123,13 @@ async def test_a_hung_run_with_waiters_on_2026_5_28_is_flagged_and_other_session
         assert await active_flags(FINE) == set()
 
 
-async def test_an_aborted_running_turn_that_leaks_its_lock_is_flagged_terminal_but_held(
+async def test_an_aborted_wedged_turn_that_leaks_its_lock_is_flagged_terminal_but_held(
     sim_gateway: SimGatewayFactory,
 ) -> None:
     gw = await sim_gateway(profile="2026.5.28", **FAST)
     async with mirrored(gw):
-        gw.send_inbound(LEAK, "HANG here")
+        # WEDGE: the backend ignores the cancel; 2026.5.28 has no forced settle.
+        gw.send_inbound(LEAK, "WEDGE here")
         await eventually(store_matches(gw))
         gw.abort(LEAK)
         await eventually(flagged(LEAK, "terminal_but_held", "store_disagrees"))
@@ -206,9 +207,9 @@ async def test_a_bridge_restart_while_the_gateway_runs_loses_and_duplicates_noth
 ) -> None:
     gw = await sim_gateway(profile="2026.5.28", **FAST)
     async with mirrored(gw):
-        gw.send_inbound(HUNG, "HANG one")
+        gw.send_inbound(HUNG, "WEDGE one")
         await eventually(store_matches(gw))
-    # Runboard is down while the gateway changes: a lock appears, another goes.
+    # Runboard is down while the gateway changes: a lock appears, another leaks.
     gw.send_inbound(LEAK, "HANG two")
     gw.abort(HUNG)
     gw.send_inbound(FINE, "meanwhile")

@@ -300,6 +300,11 @@ class ReplyRunRegistry:
             self._runs[message.run_id].events,
             op_id=self._next_op_id(message.run_id),
         )
+        # The backend is chosen with the turn: a wedged one ignores a cancel from the start.
+        knobs = self.knobs
+        op.plan = plan_turn(
+            message.text, self.rng, median_s=knobs.turn_median_s, cap_s=knobs.turn_cap_s
+        )
         self._ops[message.session_key] = op
         self._change(
             "acquired",
@@ -489,10 +494,8 @@ class ReplyRunRegistry:
 
     def _start_model(self, op: Operation) -> None:
         knobs = self.knobs
-        plan = plan_turn(
-            op.message.text, self.rng, median_s=knobs.turn_median_s, cap_s=knobs.turn_cap_s
-        )
-        op.plan = plan
+        assert op.plan is not None
+        plan = op.plan
         now = self.now()
         session = self._session(op.session_key)
         session.started_at = now

@@ -5,6 +5,11 @@ in ``hello-ok`` and answers those methods "unknown method", as a real gateway
 without the plugin does; the bridge then runs in observer mode. The subclass
 only adds a way to cut client sockets while the gateway keeps running.
 Everything is the real simulated gateway on a real loopback socket.
+
+Like both real releases, it leaves waiting messages out of ``sessions.list``'s
+``activeRunIds`` (so observer mode cannot see them wait); the tests of the
+observer's waiter translation start it with ``waiters_in_active_run_ids=True``,
+a gateway that does list them.
 """
 
 from __future__ import annotations

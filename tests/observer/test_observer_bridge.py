@@ -76,7 +76,7 @@ async def test_normal_turns_are_acquired_run_end_and_are_released_under_one_obse
 async def test_a_hung_turn_holds_its_lock_and_a_later_message_waits_without_timeout_on_5_28(
     observer_gateway: ObserverGatewayFactory,
 ) -> None:
-    gw = await observer_gateway(profile="2026.5.28", **FAST)
+    gw = await observer_gateway(profile="2026.5.28", waiters_in_active_run_ids=True, **FAST)
     sink = ListSink()
     async with running(observer_bridge(gw, sink)):
         await until(lambda: bool(sink.snapshots()))
@@ -96,10 +96,11 @@ async def test_a_hung_turn_holds_its_lock_and_a_later_message_waits_without_time
 async def test_a_lock_held_when_the_bridge_connects_is_in_the_first_snapshot_with_its_waiter(
     observer_gateway: ObserverGatewayFactory,
 ) -> None:
-    gw = await observer_gateway(profile="2026.9", **FAST)
+    gw = await observer_gateway(profile="2026.9", waiters_in_active_run_ids=True, **FAST)
     hung = gw.send_inbound(KEY_A, "please HANG now")
     waiting = gw.send_inbound(KEY_A, "are you there?")
-    await until(lambda: getattr(gw.registry.entry(KEY_A), "phase", "") == "running")
+    # The model call started (2026.9 runs, waits for the global lane, then runs again).
+    await until(lambda: getattr(gw.registry.session(KEY_A), "status", "") == "running")
     sink = ListSink()
     async with running(observer_bridge(gw, sink)):
         await until(lambda: bool(sink.snapshots()))
@@ -113,7 +114,7 @@ async def test_a_lock_held_when_the_bridge_connects_is_in_the_first_snapshot_wit
 async def test_an_abort_ends_the_hung_run_and_the_dropped_waiting_message_is_one_skip(
     observer_gateway: ObserverGatewayFactory,
 ) -> None:
-    gw = await observer_gateway(profile="2026.5.28", **FAST)
+    gw = await observer_gateway(profile="2026.5.28", waiters_in_active_run_ids=True, **FAST)
     sink = ListSink()
     async with running(observer_bridge(gw, sink)) as bridge:
         await until(lambda: bool(sink.snapshots()))
@@ -209,3 +210,23 @@ async def test_a_gateway_restart_starts_a_new_observer_boot_without_the_old_lock
     assert new.boot_id.startswith(f"observer:{restarted.registry.boot_id}:")
     assert new.boot_id != old.boot_id and new.seq == 0
     assert new.entries == ()
+
+
+async def test_a_message_waiting_behind_a_hung_turn_is_not_seen_as_on_real_releases(
+    observer_gateway: ObserverGatewayFactory,
+) -> None:
+    gw = await observer_gateway(profile="2026.5.28", **FAST)
+    sink = ListSink()
+    async with running(observer_bridge(gw, sink)):
+        await until(lambda: bool(sink.snapshots()))
+        hung = gw.send_inbound(KEY_A, "please HANG now")
+        gw.send_inbound(KEY_A, "are you there?")
+        other = gw.send_inbound(KEY_B, "hello")
+        await until(lambda: bool(sink.of_kind(PhaseChanged, run_id=hung)))
+        await until(lambda: bool(released(sink, KEY_B, other)))
+
+    # The hung run holds the lock; the waiting message is in no activeRunIds, so no waiter.
+    assert [getattr(e, "run_id", "") for e in sink.of_kind(LockAcquired, session_key=KEY_A)] == [
+        hung
+    ]
+    assert sink.of_kind(WaiterAdded) == []

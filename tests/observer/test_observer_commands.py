@@ -19,7 +19,7 @@ def user_messages(history: list[dict[str, object]], key: str) -> list[dict[str, 
 async def test_force_clear_aborts_the_expected_run_says_so_and_the_waiter_is_answered(
     observer_gateway: ObserverGatewayFactory,
 ) -> None:
-    gw = await observer_gateway(profile="2026.9", **FAST)
+    gw = await observer_gateway(profile="2026.9", waiters_in_active_run_ids=True, **FAST)
     sink = ListSink()
     async with running(observer_bridge(gw, sink)) as bridge:
         await until(lambda: bool(sink.snapshots()))

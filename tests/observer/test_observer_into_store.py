@@ -57,7 +57,7 @@ async def store_shows(key: str, **fields: object) -> Session:
 async def test_a_hung_turn_is_a_held_lock_with_an_unbounded_waiter_and_is_flagged(
     observer_gateway: ObserverGatewayFactory,
 ) -> None:
-    gw = await observer_gateway(profile="2026.5.28", **FAST)
+    gw = await observer_gateway(profile="2026.5.28", waiters_in_active_run_ids=True, **FAST)
     sink = StoreSink(detect.Thresholds(stuck_after_s=0.5, waiter_unbounded_after_s=0.5))
     async with running(observer_bridge(gw, sink)):
         await until(lambda: bool(sink.events))
@@ -82,7 +82,7 @@ async def test_a_hung_turn_is_a_held_lock_with_an_unbounded_waiter_and_is_flagge
 async def test_an_abort_releases_the_lock_and_the_lost_message_lands_in_the_skip_ledger(
     observer_gateway: ObserverGatewayFactory,
 ) -> None:
-    gw = await observer_gateway(profile="2026.5.28", **FAST)
+    gw = await observer_gateway(profile="2026.5.28", waiters_in_active_run_ids=True, **FAST)
     sink = StoreSink()
     async with running(observer_bridge(gw, sink)) as bridge:
         await until(lambda: bool(sink.events))
