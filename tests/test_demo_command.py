@@ -94,7 +94,7 @@ def test_the_demo_shows_the_seeded_failures_flagged_and_stops_cleanly_on_ctrl_c(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    wanted = {"terminal_but_held", "unbounded_waiter", "alternating_error"}
+    wanted = {"terminal_but_held", "store_disagrees", "unbounded_waiter", "alternating_error"}
     try:
         deadline = time.monotonic() + DEADLINE_S
         codes: set[str] = set()
