@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from adminpanel import action_views, views
+from adminpanel import action_views, audit_views, views
 
 urlpatterns = [
     path("", views.sessions, name="sessions"),
@@ -18,6 +18,10 @@ urlpatterns = [
     path("act/bulk/<slug:slug>/", action_views.bulk_action, name="bulk_action"),
     path("warnings/", views.warnings, name="warnings"),
     path("gateways/", views.gateways, name="gateways"),
+    path("audit/", audit_views.audit_log, name="audit"),
+    path("audit/<int:pk>/", audit_views.audit_entry, name="audit_entry"),
+    path("audit/export.csv", audit_views.export_csv, name="audit_export_csv"),
+    path("audit/export.json", audit_views.export_json, name="audit_export_json"),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
