@@ -2,11 +2,12 @@
 
 A real simulated gateway (2026.5.28 profile) on loopback, the real bridge and
 ingest, the detect tick at its default period. Sessions are made to hang
-(the model never answers); half of them are then aborted, which on this
-build leaks the lock (``terminal_but_held``), the other half just sit still
-(``no_progress``). A flag stores ``since`` — the moment its condition became
-true, computed from the gateway's own timestamps — and ``raised_at``, when
-ingest wrote it; the latency is the difference.
+(the model never answers); half of them are wedged (their backend ignores a
+cancel) and then aborted, which on this build leaks the lock
+(``terminal_but_held``), the other half just sit still (``no_progress``).
+A flag stores ``since`` — the moment its condition became true, computed
+from the gateway's own timestamps — and ``raised_at``, when ingest wrote it;
+the latency is the difference.
 
 The baseline, measured in the same run, is how long a plain registry event
 takes from the gateway's timestamp to its commit in the store: the floor any
@@ -69,8 +70,9 @@ async def scenario() -> tuple[list[float], list[float]]:
     try:
         await asyncio.sleep(1.0)  # connected, snapshot applied
         keys = [f"agent:main:telegram:direct:bench-{n}" for n in range(SESSIONS)]
-        for key in keys:
-            gateway.send_inbound(key, f"please HANG {key}")
+        for n, key in enumerate(keys):
+            # The aborted half wedges: a hung turn would settle on abort and release.
+            gateway.send_inbound(key, f"please {'WEDGE' if n % 2 == 0 else 'HANG'} {key}")
             await asyncio.sleep(STAGGER_S)
         await asyncio.sleep(0.5)
         for key in keys[::2]:

@@ -82,9 +82,9 @@ async def test_a_flag_appears_when_the_gateway_leaks_a_lock(
     await page.evaluate("window.notReloaded = true")
     row = row_of_key(page, KEY)
 
-    gateway.send_inbound(KEY, "HANG x")
+    gateway.send_inbound(KEY, "WEDGE x")
     await expect(row.locator("time[datetime]")).to_be_visible(timeout=SHOWN_MS)
-    gateway.abort(KEY)  # 2026.5.28 ends the run but keeps the lock
+    gateway.abort(KEY)  # a wedged backend ignores it: 2026.5.28 keeps the lock
 
     flag = row.locator(".flag", has_text="terminal_but_held")
     await expect(flag).to_be_visible(timeout=SHOWN_MS)
@@ -129,7 +129,7 @@ async def test_url_filters_show_only_the_matching_rows(
     browser: Browser, server: Server, gateway: SimGateway
 ) -> None:
     page = await session_listed(browser, server, gateway, OTHER)
-    gateway.send_inbound(KEY, "HANG x")
+    gateway.send_inbound(KEY, "WEDGE x")
     await expect(page.locator("#live-apply")).to_be_visible(timeout=SHOWN_MS)
     gateway.abort(KEY)
     flagged = f"{server.url}/?gateway=sim-eu&flagged=1"
@@ -152,7 +152,7 @@ async def test_the_session_detail_shows_one_timeline_with_relative_and_absolute_
     browser: Browser, server: Server, gateway: SimGateway
 ) -> None:
     page = await session_listed(browser, server, gateway, KEY)
-    gateway.send_inbound(KEY, "HANG x")
+    gateway.send_inbound(KEY, "WEDGE x")
     await expect(row_of_key(page, KEY).locator("time[datetime]")).to_be_visible(timeout=SHOWN_MS)
     gateway.abort(KEY)
     await expect(row_of_key(page, KEY).locator(".flag")).not_to_have_count(0, timeout=SHOWN_MS)
