@@ -65,6 +65,7 @@ async def test_the_dialog_lists_the_state_the_calls_and_asks_for_a_reason(
     assert "runboard.registry.forceClear" in html and run_id in html
     assert 'name="reason"' in html and 'name="submission"' in html
     assert "csrfmiddlewaretoken" in html
+    assert "may still be answering" in html  # it started moments ago
 
 
 async def test_an_operator_clears_a_lock_with_a_reason_and_sees_the_result(
@@ -192,3 +193,26 @@ async def test_a_bulk_action_over_ten_sessions_needs_the_count_typed(
         assert (await viewer.get("/act/bulk/force-clear/?q=bulk")).status_code == 403
     results = [r for kind, r in await attempts() if kind == "outcome"]
     assert results == ["success"] * 12
+
+
+async def test_a_bulk_action_on_a_slow_gateway_answers_within_the_call_timeout(
+    sim_gateway: SimGatewayFactory, users: dict[str, User], settings: Any
+) -> None:
+    settings.RUNBOARD_CALL_TIMEOUT_S = 1.0
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    keys = [f"agent:main:telegram:direct:slow{n}" for n in range(6)]
+    async with mirrored(gw):
+        for key in keys:
+            await hung_run(gw, key)
+        gw.answer_delays_s["runboard.registry.forceClear"] = 5.0
+        client = await client_for(users["operator"])
+        dialog = (await client.get("/act/bulk/force-clear/?q=slow")).content.decode()
+        targets = re.search(r'name="targets" value="([^"]+)"', dialog)
+        assert targets is not None
+        form = {"reason": "slow", "targets": targets.group(1), "submission": str(uuid.uuid4())}
+        done = await client.post("/act/bulk/force-clear/?q=slow", form)
+    html = done.content.decode()
+    # The first calls used up the one call timeout; the rest were not started.
+    assert html.count("result-error") == 6 and "Not attempted" in html
+    rows = await attempts()
+    assert len(rows) % 2 == 0 and all(r == "error" for k, r in rows if k == "outcome")

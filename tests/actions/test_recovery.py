@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import Client
 
 from adminpanel.models import AuditEntry, Gateway, RecoveryPolicy, Session
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
 from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.users import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,3 +117,18 @@ async def test_the_rate_limit_caps_actions_per_hour(sim_gateway: SimGatewayFacto
         await asyncio.sleep(1.0)
         assert bool(await held_by(HUNG)) != bool(await held_by(OTHER))  # the other still held
     assert [kind for kind, _, _ in await policy_attempts()] == ["intent", "outcome"]
+
+
+def test_the_gateways_page_says_which_policies_are_on(transactional_db: None) -> None:
+    gateway = Gateway.objects.create(name="sim")
+    RecoveryPolicy.objects.create(
+        name="unstick", gateway=gateway, enabled=True, trigger="terminal_but_held", after_s=30
+    )
+    RecoveryPolicy.objects.create(
+        name="dormant", gateway=gateway, enabled=False, trigger="no_progress", after_s=600
+    )
+    client = Client()
+    client.force_login(make_user("viewer"))
+    html = client.get("/gateways/").content.decode()
+    assert "unstick: force-clear and requeue after 30 s of" in html
+    assert "(dry run)" in html and "dormant" not in html
