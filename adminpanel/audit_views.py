@@ -267,7 +267,16 @@ def _calls(intent: AuditEntry, done: AuditEntry | None) -> dict[str, Any]:
                 "error": call.get("error", ""),
             }
         )
-    return {"planned": intent.planned_calls or [], "made": made}
+    planned = [
+        {
+            "method": call.get("method") or call.get("command") or "?",
+            "params": call.get("params"),
+            "note": call.get("note", ""),
+        }
+        for call in intent.planned_calls or []
+        if isinstance(call, dict)
+    ]
+    return {"planned": planned, "made": made}
 
 
 # Exports ----------------------------------------------------------------------------------
