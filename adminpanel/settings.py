@@ -185,6 +185,8 @@ RUNBOARD_STORE_MISMATCH_AFTER_S = env_float("RUNBOARD_STORE_MISMATCH_AFTER_S", 1
 
 RUNBOARD_DEMO_SEED = env_int("RUNBOARD_DEMO_SEED", 7)
 RUNBOARD_DEMO_PASSWORD = env_str("RUNBOARD_DEMO_PASSWORD", "runboard")
+# When set, the demo's operator user gets this JSON API token (the same on every start).
+RUNBOARD_DEMO_API_TOKEN = env_str("RUNBOARD_DEMO_API_TOKEN", "")
 RUNBOARD_DEMO_PORT = env_int("RUNBOARD_DEMO_PORT", 8000, minimum=1)
 RUNBOARD_SIM_BASE_PORT = env_int("RUNBOARD_SIM_BASE_PORT", 18789, minimum=1)
 

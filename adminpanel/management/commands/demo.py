@@ -20,6 +20,7 @@ import structlog
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from adminpanel.api_auth import give_demo_token
 from adminpanel.models import Gateway
 
 log = structlog.get_logger(__name__)
@@ -61,6 +62,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.RUNBOARD_DEMO_PORT)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        give_demo_token(settings.RUNBOARD_DEMO_API_TOKEN)
         sim: subprocess.Popen[bytes] | None = None
         if not settings.RUNBOARD_GATEWAY_URL:
             base = settings.RUNBOARD_SIM_BASE_PORT
