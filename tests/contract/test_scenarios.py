@@ -1,17 +1,19 @@
 """Contract scenarios: the same five stories against the simulated gateway and real OpenClaw.
 
 Each test runs once per ``target`` (tests/contract/targets.py): the simulated
-gateway (its 2026.9 and 2026.5.28 profiles), and openclaw@2026.9.6 and openclaw@2026.5.28 (marked ``openclaw``;
-select with ``-m openclaw`` or leave out with ``-m "not openclaw"``), each in
-plugin mode (Runboard's companion plugin installed) and in observer mode (a
-stock gateway; the simulated one with ``plugin=False``). Where observer mode
-cannot see something, the scenario says so next to the expectation it leaves
-out, and ``gateway_bridge.observer.OBSERVER_BLIND_SPOTS`` lists it; what
-observer mode can see is checked as in plugin mode. Nothing is replaced by a
-double: a real gateway on a loopback port, the real bridge, the supervisor and
-ingestor writing the test database. Users talk to the gateway over a second
-operator connection with ``chat.send``, as any client would. Where the simulated gateway and a real
-release disagree, docs/protocol.md §3 says how.
+gateway (its 2026.9 and 2026.5.28 profiles), and openclaw@2026.9.6 and
+openclaw@2026.5.28 (marked ``openclaw``; select with ``-m openclaw`` or leave
+out with ``-m "not openclaw"``), each in plugin mode (Runboard's companion
+plugin installed) and in observer mode (a stock gateway; the simulated one
+with ``plugin=False``). Where observer mode cannot see something, the scenario
+says so next to the expectation it leaves out, and
+``gateway_bridge.observer.OBSERVER_BLIND_SPOTS`` lists it; what observer mode
+can see is checked as in plugin mode. No check depends on the gateway being
+simulated: the simulated gateway was made to behave as the real releases do
+(docs/protocol.md §3 says how, and what still differs). Nothing is replaced by
+a double: a real gateway on a loopback port, the real bridge, the supervisor
+and ingestor writing the test database. Users talk to the gateway over a
+second operator connection with ``chat.send``, as any client would.
 """
 
 from __future__ import annotations
