@@ -28,8 +28,10 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 from django.utils import timezone
 
+from adminpanel.actions import LABELS
 from adminpanel.forms import (
     REFRESH_CHOICES,
     SORTS,
@@ -40,7 +42,15 @@ from adminpanel.forms import (
     WarningsForm,
     encode_cursor,
 )
-from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, TimelineEvent
+from adminpanel.models import (
+    AuditEntry,
+    DispatchSkip,
+    Flag,
+    Gateway,
+    Run,
+    Session,
+    TimelineEvent,
+)
 from adminpanel.roles import view_required
 from gateway_bridge.events import PHASES
 from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
@@ -298,6 +308,11 @@ def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
     events = list(
         TimelineEvent.objects.filter(session=session).order_by("-at", "-seq")[: limit + 1]
     )
+    attempts = list(
+        AuditEntry.objects.filter(session_pk=session.pk, kind="intent")
+        .select_related("outcome")
+        .order_by("-pk")[:limit]
+    )
     context = {
         "session": session,
         "action_links": ACTION_LINKS,
@@ -306,7 +321,7 @@ def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
         ),
         "waiting": list(session.waiters.filter(resolved_at__isnull=True).order_by("since")),
         "runs": list(session.runs.order_by("-started_at", "-pk")[:20]),
-        "timeline": build_timeline(events[:limit], flags)[:limit],
+        "timeline": build_timeline(events[:limit], flags, attempts)[:limit],
         "timeline_more": len(events) > limit,
         "limit": limit,
     }
@@ -407,10 +422,11 @@ class TimelineEntry:
     """One line of a session's history, whatever table it came from."""
 
     at: datetime
-    category: str  # lock, phase, waiter, skip, error, flag, store, recovery, other
+    category: str  # lock, phase, waiter, skip, error, flag, store, recovery, audit, other
     title: str
     detail: str = ""
     run_id: str = ""
+    url: str = ""  # where the line's own record is (an audit entry)
 
 
 FORCED_HOWS = ("forced_settle", "stale_takeover", "force_clear")
@@ -482,11 +498,30 @@ def describe_flag(flag: Flag) -> list[TimelineEntry]:
     return entries
 
 
-def build_timeline(events: list[TimelineEvent], flags: list[Flag]) -> list[TimelineEntry]:
+def describe_attempt(intent: AuditEntry) -> TimelineEntry:
+    """An action attempt: "force-clear by operator: <reason> → success", linked to its entry."""
+    try:
+        done: AuditEntry | None = intent.outcome
+    except AuditEntry.DoesNotExist:
+        done = None
+    action = LABELS.get(intent.action, intent.action.replace("_", " ")).lower()
+    actor = f"policy {intent.actor}" if intent.actor_kind == "policy" else intent.actor
+    result = done.result if done else "pending — no outcome recorded"
+    dry = " (dry run)" if intent.dry_run else ""
+    title = f"{action.capitalize()}{dry} by {actor}: {intent.reason} → {result}"
+    url = reverse("audit_entry", args=[intent.pk])
+    detail = done.detail if done else ""
+    return TimelineEntry(intent.at, "audit", title, detail, intent.expect_run_id, url)
+
+
+def build_timeline(
+    events: list[TimelineEvent], flags: list[Flag], attempts: list[AuditEntry] | None = None
+) -> list[TimelineEntry]:
     """Everything that happened to a session, newest first."""
     entries = [describe_event(e) for e in events]
     for flag in flags:
         entries.extend(describe_flag(flag))
+    entries.extend(describe_attempt(a) for a in attempts or ())
     entries.sort(key=lambda e: e.at, reverse=True)
     return entries
 

@@ -40,7 +40,7 @@ def test_a_user_without_the_audit_permission_is_refused(client: Client) -> None:
 
 def test_each_attempt_is_one_row_with_every_column(viewer: Client) -> None:
     session = make_session()
-    intent, outcome = attempt(
+    intent, _ = attempt(
         session_pk=session.pk, reason="user waited 5 min", request_id="req-abc",
         client_addr="10.1.2.3", duration_ms=87,
     )  # fmt: skip
