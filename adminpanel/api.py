@@ -313,6 +313,9 @@ def action_body(request: HttpRequest) -> dict[str, str]:
         if not isinstance(value, str):
             raise BadBody(f"{key} must be a string, not {type(value).__name__}.")
         out[key] = value
+    for key in ("gateway", "session_key"):
+        if not out[key]:
+            raise BadBody(f"{key} must not be empty.")
     return out
 
 
