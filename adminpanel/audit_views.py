@@ -12,7 +12,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
@@ -24,7 +24,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
 from adminpanel.actions import ACTIONS, LABELS
-from adminpanel.forms import CursorField, StrictQueryForm, encode_cursor
+from adminpanel.forms import CursorField, StrictQueryForm, decode_cursor, encode_cursor
 from adminpanel.models import AuditEntry, Gateway
 from adminpanel.roles import VIEW, VIEW_AUDIT, permission_required
 from adminpanel.views import _bad_request, _common
@@ -114,7 +114,31 @@ def attempts(filters: Mapping[str, Any]) -> QuerySet[AuditEntry]:
     if until:
         end = until if isinstance(until, datetime) else until + timedelta(days=1)
         rows = rows.filter(at__lt=_day_start(end))
-    return rows.order_by("-pk")
+    # (kind, at) is indexed: newest first without sorting the whole log.
+    return rows.order_by("-at", "-pk")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def attempts_page(
+    rows: QuerySet[AuditEntry], after: list[int | str] | None, size: int
+) -> tuple[list[AuditEntry], str | None]:
+    """One keyset page of ``attempts(...)`` after the cursor ``after`` (decoded, or None);
+    the page and the next page's cursor (None on the last page). ``ValueError`` when
+    ``after`` is not one of these cursors. One query, however deep the page.
+    """
+    if after:
+        if len(after) != 2 or not all(isinstance(v, int) for v in after):
+            raise ValueError("not an audit cursor")
+        at = _EPOCH + timedelta(microseconds=int(after[0]))
+        rows = rows.filter(at__lte=at).exclude(at=at, pk__gte=after[1])
+    page = list(rows[: size + 1])
+    if len(page) <= size:
+        return page, None
+    last = page[size - 1]
+    micros = (last.at - _EPOCH) // timedelta(microseconds=1)
+    return page[:size], encode_cursor([micros, last.pk])
 
 
 def outcome_of(intent: AuditEntry) -> AuditEntry | None:
@@ -182,22 +206,19 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _bad_request(request, form)
     filters = form.cleaned_data
-    rows = attempts(filters)
     cursor = filters.get("after")
-    if cursor:
-        if len(cursor) != 1:
-            form.add_error("after", "Not a cursor of this page; start from page one.")
-            return _bad_request(request, form)
-        rows = rows.filter(pk__lt=cursor[0])
-    page = list(rows[: PAGE_SIZE + 1])
-    next_cursor = encode_cursor([page[PAGE_SIZE - 1].pk]) if len(page) > PAGE_SIZE else None
+    try:
+        page, next_cursor = attempts_page(attempts(filters), cursor, PAGE_SIZE)
+    except ValueError:
+        form.add_error("after", "Not a cursor of this page; start from page one.")
+        return _bad_request(request, form)
     query = request.GET.copy()
     query.pop("after", None)
     export_query = query.urlencode()
     context = {
         "form": form,
         "filters": filters,
-        "rows": [_row(intent) for intent in page[:PAGE_SIZE]],
+        "rows": [_row(intent) for intent in page],
         "next_cursor": next_cursor,
         "is_first": cursor is None,
         "query": export_query,
@@ -301,17 +322,17 @@ def _capped_note(cap: int) -> str:
 def _export_rows(filters: Mapping[str, Any], cap: int) -> Iterator[dict[str, Any]]:
     """Up to ``cap`` attempts as JSON, read in keyset chunks (bounded memory and queries)."""
     rows = attempts(filters)
-    last: int | None = None
+    after: list[int | str] | None = None
     sent = 0
     while sent < cap:
-        chunk_rows = rows if last is None else rows.filter(pk__lt=last)
-        chunk = list(chunk_rows[: min(EXPORT_CHUNK, cap - sent)])
-        if not chunk:
-            return
+        size = min(EXPORT_CHUNK, cap - sent)
+        chunk, cursor = attempts_page(rows, after, size)
         for intent in chunk:
             yield attempt_json(intent)
         sent += len(chunk)
-        last = chunk[-1].pk
+        if cursor is None:
+            return
+        after = decode_cursor(cursor)
 
 
 def _csv_cell(value: Any) -> Any:

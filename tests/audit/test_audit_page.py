@@ -93,6 +93,21 @@ def test_paging_visits_every_attempt_once_newest_first(
     assert [i for p in operator_pages for i in p] == [i.pk for i in reversed(intents[::2])]
 
 
+def test_paging_is_exact_when_attempts_share_a_timestamp(
+    viewer: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_views, "PAGE_SIZE", 2)
+    with audit_clock(monkeypatch, datetime(2026, 11, 1, 12, 0, tzinfo=UTC)):
+        same = [attempt(reason=f"same {n}")[0].pk for n in range(5)]
+    later = attempt(reason="later")[0].pk
+    seen, url = [], "/audit/"
+    while url:
+        html = page(viewer, url.removeprefix("/audit/"))
+        seen.extend(attempt_ids(html))
+        url = next_link(html) or ""
+    assert seen == [later, *reversed(same)]
+
+
 def test_the_query_count_does_not_grow_with_the_rows_shown(viewer: Client) -> None:
     session = make_session()
     for n in range(3):
@@ -166,6 +181,7 @@ def test_one_attempt_and_one_session_can_be_picked_by_id(viewer: Client) -> None
         ("?since=2026-11-03&amp;until=2026-11-01".replace("&amp;", "&"), "is before since"),
         ("?who=me", "Unknown parameter 'who'"),
         ("?after=%21%21", "Not a page cursor"),
+        ("?after=WzVd", "Not a cursor of this page"),  # [5]: the shape of another list's
         ("?attempt=0", "attempt: Ensure this value is greater than or equal to 1"),
     ],
 )
