@@ -329,11 +329,11 @@ def _header(request: HttpRequest, name: str, max_chars: int) -> str:
     return value
 
 
-def once_key(user: User, key: str) -> str:
-    """An Idempotency-Key, per user, short enough for the audit row whatever its length."""
+def once_key(user: User, action: str, key: str) -> str:
+    """An Idempotency-Key, per user and action, short enough for the audit row."""
     if not key:
         return ""
-    return f"api-{user.pk}-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+    return f"api-{user.pk}-{action}-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
 @sync_to_async
@@ -375,7 +375,7 @@ async def act(request: HttpRequest, slug: str) -> HttpResponse:
             actor=actions.Actor(user.username),
             request_id=request_id,
             client_addr=request.META.get("REMOTE_ADDR", "") or "",
-            once_key=once_key(user, retry_key),
+            once_key=once_key(user, action, retry_key),
         )
     except actions.ActionRefused as exc:
         return error(400, str(exc), action=action)

@@ -95,3 +95,24 @@ def test_a_generated_request_id_is_returned_and_recorded(operator: str) -> None:
     request_id = response["X-Request-ID"]
     assert len(request_id) == 32 and response.json()["request_id"] == request_id
     assert AuditEntry.objects.get(kind="intent").request_id == request_id
+
+
+def test_an_idempotency_key_repeats_one_users_same_action_only(
+    operator: str, tokens: dict[str, str]
+) -> None:
+    stale = {**GOOD, "expect_run_id": "old"}
+    key = {"Idempotency-Key": "ticket-1"}
+
+    def attempt(slug: str, token: str) -> dict[str, Any]:
+        response = post(Client(), f"/api/v1/actions/{slug}", token, stale, **key)
+        assert response.status_code == 409, response.content
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    first = attempt("abort", operator)
+    again = attempt("abort", operator)
+    other_action = attempt("force-clear", operator)
+    other_user = attempt("abort", tokens["admin"])
+    assert again["audit_id"] == first["audit_id"] and again["repeated"]
+    assert len({first["audit_id"], other_action["audit_id"], other_user["audit_id"]}) == 3
+    assert AuditEntry.objects.filter(kind="intent").count() == 3
