@@ -1,13 +1,14 @@
 """Pushes changed session rows to every viewer, once per change, after commit.
 
 Ingest (and the detect tick) report which sessions they changed; the
-``Broadcaster`` collects those keys and flushes them at most every
-``interval_s`` (a burst is one message; a busy row goes out at most every
-``row_interval_s``). A flush renders the rows with the same partial the page
+``Broadcaster`` collects those keys and flushes them at once, or under load
+at most every ``interval_s`` on average (a burst is one message; a busy row
+goes out at most every ``row_interval_s``). A flush renders the rows with the same partial the page
 uses (``adminpanel/session_row.html``, with ``oob`` set) plus the header's
 stuck count, and sends the HTML once to the ``sessions`` group. Every
 consumer forwards that one string: the database work per flush is three
-queries whatever the number of viewers, and none at all while nobody watches.
+queries (plain SQL, no ORM compiling on the push's path) whatever the number
+of rows or viewers, and none at all while nobody watches.
 
 ``note`` is called from ingest's thread after its transaction committed;
 ``run`` is the flusher on the event loop; rendering happens on a thread (and
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,11 +29,11 @@ import structlog
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.db import DatabaseError, connection, connections
-from django.db.models import Prefetch, Q
+from django.db.models import Model
 from django.template.loader import get_template
 from django.utils import timezone
 
-from adminpanel.models import Flag, Session
+from adminpanel.models import Flag, Gateway, Session
 
 log = structlog.get_logger(__name__)
 
@@ -46,35 +48,86 @@ _CHUNK = MAX_ROWS
 SessionKey = tuple[str, str]
 
 
-def _active_flags() -> Prefetch[Any]:
-    # The same prefetch as the pages' (views._active_flags): the row template reads s.active_flags.
-    return Prefetch(
-        "flags",
-        queryset=Flag.objects.filter(cleared_at__isnull=True).order_by("severity", "code"),
-        to_attr="active_flags",
-    )
+def _table(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _column(model: type[Model], field: str) -> str:
+    column = model._meta.get_field(field).column  # type: ignore[union-attr]
+    assert isinstance(column, str)
+    return connection.ops.quote_name(column)
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join(["%s"] * count)
 
 
 def changed_sessions(keys: Iterable[SessionKey]) -> list[Session]:
-    """The sessions for ``(gateway, session_key)`` pairs: one query plus the flags prefetch."""
+    """The sessions for ``(gateway, session_key)`` pairs, as the row template reads them.
+
+    Two queries, whatever the number of rows: the sessions with their gateway's
+    name, then their active flags (``s.active_flags``, by severity and code, as
+    the pages' prefetch). Plain SQL over the models' own tables and columns:
+    the ORM's query compiler cost more than the queries themselves, on the
+    thread every push waits for.
+    """
     wanted = set(keys)
     if not wanted:
         return []
+    sessions, gateways = _table(Session), _table(Gateway)
+    key, name, gateway_id = (
+        _column(Session, "session_key"),
+        _column(Gateway, "name"),
+        _column(Session, "gateway"),
+    )
     found: list[Session] = []
     ordered = sorted(wanted)
     for start in range(0, len(ordered), _CHUNK):
-        chunk = ordered[start : start + _CHUNK]
-        match = Q()
-        for gateway in {g for g, _ in chunk}:
-            match |= Q(gateway__name=gateway, session_key__in=[k for g, k in chunk if g == gateway])
-        rows = (
-            Session.objects.select_related("gateway")
-            .prefetch_related(_active_flags())
-            .filter(match)
-            .order_by("pk")
+        by_gateway: dict[str, list[str]] = defaultdict(list)
+        for gateway, session_key in ordered[start : start + _CHUNK]:
+            by_gateway[gateway].append(session_key)
+        match: list[str] = []
+        params: list[str] = []
+        for gateway, session_keys in sorted(by_gateway.items()):
+            match.append(f"(g.{name} = %s AND s.{key} IN ({_placeholders(len(session_keys))}))")
+            params += [gateway, *session_keys]
+        sql = (
+            f"SELECT s.*, g.{name} AS runboard_gateway_name FROM {sessions} s "
+            f"JOIN {gateways} g ON g.id = s.{gateway_id} WHERE {' OR '.join(match)} ORDER BY s.id"
         )
-        found.extend(rows)
+        found.extend(Session.objects.raw(sql, params))
+    # The row shows its gateway's name; other gateway fields load on first use.
+    by_id: dict[int, Gateway] = {}
+    for session in found:
+        row = by_id.get(session.gateway_id)
+        if row is None:
+            named = [session.gateway_id, session.runboard_gateway_name]  # type: ignore[attr-defined]
+            row = by_id[session.gateway_id] = Gateway.from_db(
+                session._state.db, ["id", "name"], named
+            )
+        session.gateway = row
+    _attach_active_flags(found)
     return found
+
+
+def _attach_active_flags(sessions: list[Session]) -> None:
+    """``s.active_flags``: the session's uncleared flags by severity and code, one query."""
+    by_pk = {s.pk: s for s in sessions}
+    for session in sessions:
+        session.active_flags = []  # type: ignore[attr-defined]
+    pks = sorted(by_pk)
+    flags, session_id = _table(Flag), _column(Flag, "session")
+    cleared, severity, code = (_column(Flag, f) for f in ("cleared_at", "severity", "code"))
+    for start in range(0, len(pks), _CHUNK):
+        chunk = pks[start : start + _CHUNK]
+        sql = (
+            f"SELECT * FROM {flags} WHERE {cleared} IS NULL AND {session_id} IN "
+            f"({_placeholders(len(chunk))}) ORDER BY {session_id}, {severity}, {code}"
+        )
+        for flag in Flag.objects.raw(sql, chunk):
+            session = by_pk[flag.session_id]
+            flag.session = session
+            session.active_flags.append(flag)  # type: ignore[attr-defined]
 
 
 def render_changes(keys: Iterable[SessionKey]) -> tuple[str, int]:
@@ -97,7 +150,12 @@ def render_resync() -> str:
 
 
 def _stuck_count() -> str:
-    stuck = Session.objects.filter(flag_count__gt=0).count()
+    # The header's count, as the pages count it (flag_count > 0), in plain SQL.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {_table(Session)} WHERE {_column(Session, 'flag_count')} > 0"
+        )
+        (stuck,) = cursor.fetchone()
     return get_template("adminpanel/stuck_count.html").render({"stuck_count": stuck, "oob": True})
 
 
@@ -128,17 +186,20 @@ class _Bucket:
 class Broadcaster:
     """Coalesces changed session keys and sends them to the group.
 
-    Flushes average at most one per ``interval_s`` (a burst of changes is one
-    message); a quiet console may flush ``burst`` times in quick succession, so
-    a lone change is not held back by the one just before it. One row is sent
-    at most every ``row_interval_s`` (a busy row updates a few times a second);
-    a row that was quiet goes out with the next flush.
+    A change goes out at once when the console is quiet; under load flushes
+    average at most one per ``interval_s`` and every change that arrives while
+    one waits or renders joins the next (a burst of changes is one message). A
+    quiet console may flush ``burst`` times in quick succession, so a lone
+    change is not held back by the one just before it. One row is sent at most
+    every ``row_interval_s`` (a busy row updates a few times a second); only a
+    flush with a row to send spends from the rate, so rows waiting for their
+    interval never delay a quiet row.
     """
 
     def __init__(
         self,
         *,
-        interval_s: float = 0.1,
+        interval_s: float = 0.05,
         row_interval_s: float = 0.25,
         layer: BaseChannelLayer | None = None,
         group: str = GROUP,
@@ -208,6 +269,21 @@ class Broadcaster:
         if loop is not None and wake is not None:
             loop.call_soon_threadsafe(wake.set)
 
+    def _due(self, now: float) -> float | None:
+        """When the first pending row may go out (at or before ``now``: at once); None: none."""
+        with self._lock:
+            pending = list(self._pending)
+        if not pending:
+            return None
+        sent_at, interval = self._sent_at, self.row_interval_s
+        due = None
+        for key in pending:
+            at = sent_at.get(key)
+            if at is None or at + interval <= now:
+                return now
+            due = at + interval if due is None else min(due, at + interval)
+        return due
+
     def _take_ready(self, now: float) -> set[SessionKey]:
         """Pending keys whose row may be sent now; the rest stay pending until due."""
         horizon = now - self.row_interval_s
@@ -264,8 +340,15 @@ class Broadcaster:
                 if stop.is_set():
                     break
                 wake.clear()
+                # Only a flush that has a row to send spends a token: a wake for
+                # rows still inside their interval waits for them, not for the bucket.
+                now = time.monotonic()
+                due = self._due(now)
+                if due is None or due > now:
+                    self._next_due = due
+                    continue
                 if (delay := bucket.take(time.monotonic())) > 0:
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(delay)  # changes meanwhile join this flush
                 try:
                     await self.flush()
                 except Exception as exc:  # one failed flush must not end the broadcasts

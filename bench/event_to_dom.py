@@ -64,10 +64,11 @@ WAIT_MS = 10_000  # an upper bound per sample, not an expectation
 def login_cookie() -> tuple[str, str]:
     """A logged-in viewer's session cookie (name, value) in the scratch database."""
     from django.conf import settings
-    from django.contrib.auth.models import User
     from django.test import Client
 
-    User.objects.create_user("bench-viewer", password="bench-viewer-pw")
+    from tests.users import make_user
+
+    make_user("bench-viewer", password="bench-viewer-pw", role="viewer")
     client = Client()
     assert client.login(username="bench-viewer", password="bench-viewer-pw")
     return settings.SESSION_COOKIE_NAME, client.cookies[settings.SESSION_COOKIE_NAME].value

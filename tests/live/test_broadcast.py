@@ -17,7 +17,7 @@ from django.utils.html import escape
 from adminpanel.broadcast import GROUP, MESSAGE_TYPE, Broadcaster, _Bucket, render_changes
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
-from adminpanel.models import Flag
+from adminpanel.models import Flag, Session
 from gateway_bridge.events import GatewayStarted, LockAcquired, RegistryEvent, RunEnded
 
 T0 = 1_800_000_000.0
@@ -124,6 +124,46 @@ def test_a_flagged_row_carries_its_flag_and_why() -> None:
     [flag] = Flag.objects.filter(cleared_at__isnull=True)
     assert flag.code in html
     assert escape(flag.why) in html
+
+
+@pytest.mark.django_db
+def test_a_pushed_row_is_the_row_the_page_renders_with_its_active_flags_in_order() -> None:
+    from datetime import UTC, datetime
+
+    from django.db.models import Prefetch
+    from django.template.loader import get_template
+    from django.utils import timezone
+
+    lock_sessions(3, leaked=1)
+    session = Session.objects.get(session_key=key(0))
+    at = datetime.fromtimestamp(NOW, tz=UTC)
+    for code, severity, cleared in (("zz-late", "critical", None), ("aa-gone", "critical", at)):
+        Flag.objects.create(
+            session=session, code=code, severity=severity, why=f"why <{code}>", since=at,
+            raised_at=at, cleared_at=cleared,
+        )  # fmt: skip
+    pairs = {("gw-a", key(n)) for n in range(3)}
+
+    page_rows = (
+        Session.objects.select_related("gateway")
+        .prefetch_related(
+            Prefetch(
+                "flags",
+                queryset=Flag.objects.filter(cleared_at__isnull=True).order_by("severity", "code"),
+                to_attr="active_flags",
+            )
+        )
+        .filter(session_key__in=[k for _, k in pairs])
+        .order_by("pk")
+    )
+    now = timezone.now()
+    row = get_template("adminpanel/session_row.html")
+    expected = "".join(row.render({"s": s, "now": now, "oob": True}).strip() for s in page_rows)
+    html, rows = render_changes(pairs)
+
+    assert rows == 3
+    assert html.startswith(expected)
+    assert html.index("zz-late") > 0 and "aa-gone" not in html
 
 
 @pytest.mark.django_db
@@ -246,6 +286,34 @@ async def test_the_running_broadcaster_sends_a_burst_noted_from_another_thread_o
         stop.set()
         await running
     assert broadcaster.messages <= len(changed)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_row_waiting_for_its_interval_does_not_spend_the_rate_of_a_quiet_row() -> None:
+    from asgiref.sync import sync_to_async
+
+    changed = sorted(await sync_to_async(lock_sessions)(2))
+    layer = InMemoryChannelLayer()
+    viewer = await layer.new_channel()
+    await layer.group_add(GROUP, viewer)
+    # Two flushes allowed, then one an hour: a third flush would never come in time.
+    broadcaster = Broadcaster(layer=layer, interval_s=3600, burst=2, row_interval_s=3600)
+    stop = asyncio.Event()
+    running = asyncio.create_task(broadcaster.run(stop))
+    busy, quiet = changed
+    try:
+        async with asyncio.timeout(10):  # generous bounds, not timing assertions
+            broadcaster.note([busy])
+            assert busy[1] in (await layer.receive(viewer))["html"]
+            broadcaster.note([busy])  # held for its interval: nothing to send yet
+            await asyncio.sleep(0.2)
+            broadcaster.note([quiet])
+            html = (await layer.receive(viewer))["html"]
+    finally:
+        stop.set()
+        await running
+    assert quiet[1] in html and busy[1] not in html
+    assert broadcaster.messages == 2
 
 
 def test_a_quiet_broadcaster_flushes_at_once_and_a_busy_one_at_the_average_rate() -> None:
