@@ -22,7 +22,6 @@ from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
 
 from adminpanel import actions
 from adminpanel.actions import ActionRefused, Actor, Target
@@ -77,13 +76,6 @@ def _client_addr(request: HttpRequest) -> str:
 def _request_id(request: HttpRequest) -> str:
     given = str(request.headers.get("X-Request-ID", ""))[:64]
     return given or uuid.uuid4().hex
-
-
-def _audit_url() -> str:
-    try:
-        return reverse("audit")
-    except NoReverseMatch:
-        return ""
 
 
 def _template(request: HttpRequest, name: str) -> str:
@@ -161,7 +153,6 @@ async def _perform(request: HttpRequest, action: str, session: Session) -> HttpR
         "label": actions.LABELS[action],
         "session": session,
         "slug": SLUG_OF[action],
-        "audit_url": _audit_url(),
     }
     return await sync_to_async(render)(request, _template(request, "action_result"), context)
 
@@ -273,6 +264,5 @@ async def _perform_bulk(request: HttpRequest, action: str) -> HttpResponse:
         "outcomes": outcomes,
         "label": actions.LABELS[action],
         "bulk": True,
-        "audit_url": _audit_url(),
     }
     return await sync_to_async(render)(request, _template(request, "action_result"), context)

@@ -51,6 +51,8 @@ REQUEUE_WINDOW = timedelta(days=1)
 MAX_MESSAGES = 20
 # How a waiter ended when its message was lost (not answered, not waiting any more).
 LOST_OUTCOMES = ("aborted", "timed_out", "cleared")
+# How long the audit's "state after" waits for the store to mirror a release.
+SETTLE_WAIT_S = 1.0
 # A pending intent a double submit waits for, at most (then it reports it as in progress).
 WAIT_FOR_FIRST_S = 1.0
 
@@ -335,6 +337,25 @@ def _begin(a: _Attempt) -> None:
         a.intent = audit.append(**fields)
 
 
+async def _await_release(a: _Attempt, result: str) -> None:
+    """After a successful clear or abort, give the store a moment to mirror the release.
+
+    The gateway answers before its release event reaches the bridge and the
+    store; the audit's "state after" should not say the lock is still held.
+    Polls from the event loop: ingest writes on the thread this must not block.
+    """
+    if result != "success" or a.action == "requeue" or a.session is None:
+        return
+    refresh = sync_to_async(a.session.refresh_from_db)
+    deadline = time.monotonic() + SETTLE_WAIT_S
+    await refresh()
+    while a.session.locked and a.session.run_id == a.target.expect_run_id:
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
+        await refresh()
+
+
 def _finish(a: _Attempt, result: str, detail: str, calls: list[dict[str, Any]], ms: int) -> int:
     assert a.intent is not None and a.session is not None
     a.session.refresh_from_db()
@@ -418,6 +439,7 @@ async def perform(
         budget = settings.RUNBOARD_CALL_TIMEOUT_S if timeout_s is None else timeout_s
         result, detail, calls = await _call_gateway(a, budget)
     ms = int((time.monotonic() - started) * 1000)
+    await _await_release(a, result)
     outcome_id = await sync_to_async(_finish)(a, result, detail, calls, ms)
     after = await sync_to_async(session_state)(a.session)  # type: ignore[arg-type]
     del outcome_id

@@ -47,6 +47,7 @@ from adminpanel.models import (
     DispatchSkip,
     Flag,
     Gateway,
+    RecoveryPolicy,
     Run,
     Session,
     TimelineEvent,
@@ -395,13 +396,18 @@ def _forced_releases(since: datetime, gateway: str | None) -> list[dict[str, Any
     return groups
 
 
+def _policies() -> Prefetch[Any]:
+    enabled = RecoveryPolicy.objects.filter(enabled=True).order_by("name")
+    return Prefetch("policies", queryset=enabled, to_attr="enabled_policies")
+
+
 @view_required
 def gateways(request: HttpRequest) -> HttpResponse:
     form = StrictQueryForm(request.GET)
     if not form.is_valid():
         return _bad_request(request, form)
     context = {
-        "gateways": list(Gateway.objects.order_by("name")),
+        "gateways": list(Gateway.objects.order_by("name").prefetch_related(_policies())),
         "observer_limits": " ".join(OBSERVER_BLIND_SPOTS),
         "observer_blind_spots": OBSERVER_BLIND_SPOTS,
     }

@@ -26,7 +26,7 @@ from tests.test_views import Stream, ingest, locked_sessions
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROLES = ("anonymous", "nobody", "viewer", "operator", "admin")
-PAGES = ("/", "/stuck/", "/sessions/{pk}/", "/warnings/", "/gateways/")
+PAGES = ("/", "/stuck/", "/sessions/{pk}/", "/warnings/", "/gateways/", "/audit/")
 ACTION_SLUGS = ("force-clear", "requeue", "abort", "clear-and-requeue")
 # What each role gets: a page, the login redirect, or 403.
 SEES = {"anonymous": 302, "nobody": 403, "viewer": 200, "operator": 200, "admin": 200}

@@ -68,6 +68,7 @@ async def test_force_clear_releases_the_hung_lock_and_records_one_complete_attem
     assert intent.planned_calls[0]["method"] == "runboard.registry.forceClear"
     assert intent.request_id == "req-1" and intent.client_addr == "127.0.0.1"
     assert done.result == "success" and done.duration_ms is not None
+    assert done.state_after["locked"] is False  # the release reached the store first
     assert done.calls[0]["command"] == "force_clear" and done.calls[0]["answer"]["cleared"]
     assert (await sync_to_async(audit.verify)()).ok
 
