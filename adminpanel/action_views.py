@@ -12,7 +12,6 @@ gateway without holding the thread that ingest writes on.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -42,7 +41,6 @@ SLUG_OF = {action: slug for slug, action in SLUGS.items()}
 BULK_CAP = 100  # sessions one bulk action may touch
 TYPE_COUNT_ABOVE = 10  # more targets than this: the operator types the count
 BULK_CONCURRENCY = 4
-MIN_CALL_S = 0.2  # a bulk does not start a gateway call with less time than this left
 
 
 def _action_of(slug: str) -> str:
@@ -228,8 +226,8 @@ async def _perform_bulk(request: HttpRequest, action: str) -> HttpResponse:
     user = await request.auser()
     batch = f"bulk:{form.cleaned_data['submission']}"
     limit = asyncio.Semaphore(BULK_CONCURRENCY)
-    # The whole bulk answers within one call timeout (and a little for the store).
-    deadline = time.monotonic() + settings.RUNBOARD_CALL_TIMEOUT_S
+    # Once a call times out the gateway is slow or gone: the rest are not started.
+    gave_up = asyncio.Event()
 
     async def one(pk: int, run_id: str) -> actions.Outcome | None:
         session = sessions.get(pk)
@@ -237,14 +235,11 @@ async def _perform_bulk(request: HttpRequest, action: str) -> HttpResponse:
             return None
         target = Target(session.gateway.name, session.session_key, run_id)
         async with limit:
-            left = deadline - time.monotonic()
-            if left < MIN_CALL_S:
-                detail = (
-                    "Not attempted: the gateway answered too slowly for the rest; nothing sent."
-                )
+            if gave_up.is_set():
+                detail = "Not attempted: an earlier call timed out (gateway slow or gone)."
                 return actions.Outcome(0, "error", detail, action, target)
             try:
-                return await actions.perform(
+                outcome = await actions.perform(
                     action,
                     target,
                     reason=form.cleaned_data["reason"],
@@ -253,10 +248,12 @@ async def _perform_bulk(request: HttpRequest, action: str) -> HttpResponse:
                     client_addr=_client_addr(request),
                     batch=batch,
                     once_key=batch,
-                    timeout_s=left,
                 )
             except ActionRefused as exc:
                 return actions.Outcome(0, "error", str(exc), action, target)
+            if outcome.timed_out:
+                gave_up.set()
+            return outcome
 
     results = await asyncio.gather(*(one(pk, run) for pk, run in pairs))
     outcomes = [o for o in results if o is not None]

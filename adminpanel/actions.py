@@ -51,8 +51,9 @@ REQUEUE_WINDOW = timedelta(days=1)
 MAX_MESSAGES = 20
 # How a waiter ended when its message was lost (not answered, not waiting any more).
 LOST_OUTCOMES = ("aborted", "timed_out", "cleared")
+TIMEOUT_CODES = ("TIMEOUT", "BRIDGE_NOT_ANSWERING")
 # How long the audit's "state after" waits for the store to mirror a release.
-SETTLE_WAIT_S = 1.0
+SETTLE_WAIT_S = 0.5
 # A pending intent a double submit waits for, at most (then it reports it as in progress).
 WAIT_FOR_FIRST_S = 1.0
 
@@ -95,6 +96,17 @@ class Outcome:
     state: dict[str, Any] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
     repeated: bool = False  # a double submit: this is the first attempt's outcome
+
+    @property
+    def timed_out(self) -> bool:
+        """A gateway call ran out of time (the gateway or its bridge is slow or gone)."""
+        for call in self.calls:
+            answer = call.get("answer") if isinstance(call.get("answer"), dict) else {}
+            if str(call.get("error", "")).startswith(TIMEOUT_CODES):
+                return True
+            if answer and answer.get("error") in TIMEOUT_CODES:
+                return True
+        return False
 
 
 # Reading the store ---------------------------------------------------------------

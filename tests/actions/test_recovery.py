@@ -96,10 +96,10 @@ async def test_an_enabled_policy_clears_the_lock_under_its_own_name(
     async with mirrored(gw):
         await hung_run(gw)
 
-        async def released() -> bool:
-            return not await held_by(HUNG)
+        async def released_and_recorded() -> bool:
+            return not await held_by(HUNG) and len(await policy_attempts()) == 2
 
-        await eventually(released)
+        await eventually(released_and_recorded)
     assert await policy_attempts() == [("intent", "", False), ("outcome", "success", False)]
 
 
@@ -111,7 +111,8 @@ async def test_the_rate_limit_caps_actions_per_hour(sim_gateway: SimGatewayFacto
         await hung_run(gw, OTHER)
 
         async def one_released() -> bool:
-            return not await held_by(HUNG) or not await held_by(OTHER)
+            released = not await held_by(HUNG) or not await held_by(OTHER)
+            return released and len(await policy_attempts()) == 2
 
         await eventually(one_released)
         await asyncio.sleep(1.0)
