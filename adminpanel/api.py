@@ -378,7 +378,8 @@ async def act(request: HttpRequest, slug: str) -> HttpResponse:
             once_key=once_key(user, action, retry_key),
         )
     except actions.ActionRefused as exc:
-        return error(400, str(exc), action=action)
+        gone = "has no session" in str(exc)  # removed since the check above
+        return error(404 if gone else 400, str(exc), action=action)
     response = JsonResponse(
         {
             "audit_id": outcome.audit_id,
