@@ -8,15 +8,19 @@ with the thresholds below.
 from __future__ import annotations
 
 import asyncio
+import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
+from django.utils import timezone
 
 from adminpanel.models import AuditEntry, Gateway, RecoveryPolicy, Session
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
 from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.test_views import Stream, ingest, locked_sessions
 from tests.users import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -133,3 +137,15 @@ def test_the_gateways_page_says_which_policies_are_on(transactional_db: None) ->
     html = client.get("/gateways/").content.decode()
     assert "unstick: force-clear and requeue after 30 s of" in html
     assert "(dry run)" in html and "dormant" not in html
+
+
+def test_a_countdown_shows_on_the_row_until_the_policy_acts(transactional_db: None) -> None:
+    ingest(locked_sessions(Stream("sim"), 1))
+    due = timezone.now() + timedelta(seconds=42)
+    Session.objects.update(auto_action_at=due, auto_policy="unstick")
+    client = Client()
+    client.force_login(make_user("viewer"))
+    html = client.get("/").content.decode()
+    assert "auto-recovery unstick in" in html
+    assert re.search(r'<span class="left">4[0-2] s</span>', html)
+    assert 'class="countdown" data-due="' in html
