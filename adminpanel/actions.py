@@ -512,9 +512,9 @@ async def _call_gateway(a: _Attempt, budget_s: float) -> tuple[str, str, list[di
             if a.action == "force_clear":
                 return "success", cleared_text, calls
             if not a.messages:
-                return "success", f"{cleared_text} {NOTHING_TO_REQUEUE}", calls
+                return "success", f"{cleared_text} {_admitted(a)}{NOTHING_TO_REQUEUE}", calls
             sent = await _requeue(call, a)
-            return "success", f"{cleared_text} {sent}", calls
+            return "success", f"{cleared_text} {_admitted(a)}{sent}", calls
         # requeue
         if not a.messages:
             return "noop", NOTHING_TO_REQUEUE, calls
@@ -523,6 +523,13 @@ async def _call_gateway(a: _Attempt, budget_s: float) -> tuple[str, str, list[di
     except GatewayError as exc:
         done = " after the lock was cleared" if len(calls) > 1 else ""
         return "error", f"The gateway call failed{done}: {exc.message}", calls
+
+
+def _admitted(a: _Attempt) -> str:
+    waiting = int(a.state.get("waiters") or 0)
+    if not waiting:
+        return ""
+    return f"The gateway admits the {waiting} message(s) that waited behind it itself. "
 
 
 async def _requeue(call: Any, a: _Attempt) -> str:
