@@ -226,3 +226,24 @@ async def test_bad_requests_are_refused_with_a_message_and_not_recorded() -> Non
     with pytest.raises(ActionRefused, match="has no session"):
         await actions.perform("force_clear", Target("sim", HUNG, "r"), reason="x", actor=OPERATOR)
     assert await entries() == []
+
+
+async def test_in_observer_mode_force_clear_falls_back_to_chat_abort_and_says_so(
+    sim_gateway: SimGatewayFactory,
+) -> None:
+    gw = await sim_gateway(profile="2026.9", plugin=False, **FAST)
+    async with mirrored(gw):
+        run_id = await hung_run(gw)
+        outcome = await actions.perform(
+            "force_clear", Target("sim", HUNG, run_id), reason="observer", actor=OPERATOR
+        )
+        assert outcome.result == "success", outcome.detail
+        assert "observer mode: by chat.abort" in outcome.detail
+
+        async def released() -> bool:
+            return not await held_by(HUNG)
+
+        await eventually(released)
+    intent, done = await only_attempt()
+    assert intent.planned_calls[0]["method"] == "chat.abort"
+    assert done.calls[0]["answer"]["fallback"] == "chat.abort"
