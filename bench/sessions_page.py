@@ -86,6 +86,7 @@ def insert_sessions(start: int, stop: int, gateways: list[int]) -> None:
                 1 if flagged else 0,
                 "critical" if flagged else "",
                 _text(NOW),
+                "",  # auto_policy: no recovery countdown
             )
         )
         if flagged:
@@ -93,9 +94,9 @@ def insert_sessions(start: int, stop: int, gateways: list[int]) -> None:
     columns = (
         "gateway_id, session_key, agent, channel, session_id, store_status, store_status_at, "
         "locked, run_id, phase, result, result_code, lock_acquired_at, last_progress_at, "
-        "ended_at, waiter_count, flag_count, worst_severity, updated_at"
+        "ended_at, waiter_count, flag_count, worst_severity, updated_at, auto_policy"
     )
-    marks = ", ".join(["%s"] * 19)
+    marks = ", ".join(["%s"] * 20)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(f"INSERT INTO adminpanel_session ({columns}) VALUES ({marks})", sessions)
         since = dict(flags)
@@ -129,8 +130,11 @@ def page_getter(path: str = "/") -> Callable[[], Any]:
     from django.contrib.auth.models import User
     from django.test import Client
 
+    from tests.users import make_user
+
+    user = User.objects.filter(username="bench").first() or make_user("bench", role="viewer")
     client = Client()
-    client.force_login(User.objects.get_or_create(username="bench")[0])
+    client.force_login(user)
 
     def get() -> Any:
         response = client.get(path)
