@@ -167,7 +167,8 @@
   }
 
   // htmx's ws extension retries only after abnormal closes; a server that shut
-  // down cleanly (1001) is worth retrying too. 4401: the login expired.
+  // down cleanly (1001) is worth retrying too. 4401: the login expired;
+  // 4403: the user has no role that may watch (roles.py).
   var retryCodes = [1006, 1011, 1012, 1013];
   var ownRetries = 0;
 
@@ -176,6 +177,10 @@
     isOpen = false;
     if (code === 4401) {
       setLive(false, "Not live \u2014 log in again to receive updates");
+      return;
+    }
+    if (code === 4403) {
+      setLive(false, "Not live \u2014 your role does not receive live updates");
       return;
     }
     setLive(false, "Not live \u2014 reconnecting\u2026");
