@@ -11,3 +11,14 @@ pytest_plugins = ["tests.fixtures_sim"]
 def _fast_password_hashing(settings: Any) -> None:
     """Django's real hasher takes about a second per password: too slow for every test."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def quick_supervisor(settings: Any) -> Any:
+    """Settings for a ``BridgeSupervisor`` run inside a test: short ticks, timeouts, backoff."""
+    settings.RUNBOARD_DETECT_TICK_S = 0.05
+    settings.RUNBOARD_RECOVERY_TICK_S = 0.05
+    settings.RUNBOARD_BACKOFF_MAX_S = 0.3
+    settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
+    settings.RUNBOARD_CONNECT_TIMEOUT_S = 2.0
+    return settings

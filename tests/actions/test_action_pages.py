@@ -16,17 +16,11 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient
 
 from adminpanel.models import AuditEntry, Session
+from tests.actions.conftest import Hung
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored, role_users
 from tests.fixtures_sim import FAST, SimGatewayFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _fast_bridge(settings: Any) -> None:
-    settings.RUNBOARD_DETECT_TICK_S = 0.05
-    settings.RUNBOARD_BACKOFF_MAX_S = 0.3
-    settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_supervisor")]
 
 
 @pytest.fixture
@@ -52,14 +46,11 @@ def attempts() -> list[tuple[str, str]]:
 
 
 async def test_the_dialog_lists_the_state_the_calls_and_asks_for_a_reason(
-    sim_gateway: SimGatewayFactory, users: dict[str, User]
+    hung: Hung, users: dict[str, User]
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        pk = await session_pk(HUNG)
-        client = await client_for(users["operator"])
-        page = await client.get(f"/sessions/{pk}/act/force-clear/?run={run_id}")
+    run_id, pk = hung.run_id, hung.pk
+    client = await client_for(users["operator"])
+    page = await client.get(f"/sessions/{pk}/act/force-clear/?run={run_id}")
     assert page.status_code == 200
     html = page.content.decode()
     assert "runboard.registry.forceClear" in html and run_id in html
@@ -69,102 +60,87 @@ async def test_the_dialog_lists_the_state_the_calls_and_asks_for_a_reason(
 
 
 async def test_an_operator_clears_a_lock_with_a_reason_and_sees_the_result(
-    sim_gateway: SimGatewayFactory, users: dict[str, User]
+    hung: Hung, users: dict[str, User]
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        pk = await session_pk(HUNG)
-        client = await client_for(users["operator"])
-        form = {"reason": "user waited 10 min", "expect_run_id": run_id,
-                "submission": str(uuid.uuid4())}  # fmt: skip
-        answer = await client.post(f"/sessions/{pk}/act/force-clear/", form)
-        assert answer.status_code == 200
-        assert "success" in answer.content.decode()
-        again = await client.post(f"/sessions/{pk}/act/force-clear/", form)  # double submit
-        assert "the same submit again" in again.content.decode()
+    run_id, pk = hung.run_id, hung.pk
+    client = await client_for(users["operator"])
+    form = {"reason": "user waited 10 min", "expect_run_id": run_id,
+            "submission": str(uuid.uuid4())}  # fmt: skip
+    answer = await client.post(f"/sessions/{pk}/act/force-clear/", form)
+    assert answer.status_code == 200
+    assert "success" in answer.content.decode()
+    again = await client.post(f"/sessions/{pk}/act/force-clear/", form)  # double submit
+    assert "the same submit again" in again.content.decode()
 
-        async def released() -> bool:
-            return not await held_by(HUNG)
+    async def released() -> bool:
+        return not await held_by(HUNG)
 
-        await eventually(released)
+    await eventually(released)
     assert await attempts() == [("intent", ""), ("outcome", "success")]
 
 
 async def test_a_missing_reason_is_refused_with_a_message_and_nothing_is_done(
-    sim_gateway: SimGatewayFactory, users: dict[str, User]
+    hung: Hung, users: dict[str, User]
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        pk = await session_pk(HUNG)
-        client = await client_for(users["operator"])
-        form = {"reason": "  ", "expect_run_id": run_id, "submission": str(uuid.uuid4())}
-        answer = await client.post(f"/sessions/{pk}/act/force-clear/", form)
-        assert await held_by(HUNG) == run_id
+    run_id, pk = hung.run_id, hung.pk
+    client = await client_for(users["operator"])
+    form = {"reason": "  ", "expect_run_id": run_id, "submission": str(uuid.uuid4())}
+    answer = await client.post(f"/sessions/{pk}/act/force-clear/", form)
+    assert await held_by(HUNG) == run_id
     assert answer.status_code == 400
     assert "Say why" in answer.content.decode()
     assert await attempts() == []
 
 
 async def test_a_stale_dialog_is_a_conflict_showing_the_new_owner(
-    sim_gateway: SimGatewayFactory, users: dict[str, User]
+    hung: Hung, users: dict[str, User]
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        pk = await session_pk(HUNG)
-        client = await client_for(users["operator"])
-        dialog = await client.get(f"/sessions/{pk}/act/clear-and-requeue/?run=an-older-run")
-        assert "The lock changed since you looked" in dialog.content.decode()
-        form = {"reason": "r", "expect_run_id": "an-older-run", "submission": str(uuid.uuid4())}
-        answer = await client.post(f"/sessions/{pk}/act/clear-and-requeue/", form)
-        assert await held_by(HUNG) == run_id
+    run_id, pk = hung.run_id, hung.pk
+    client = await client_for(users["operator"])
+    dialog = await client.get(f"/sessions/{pk}/act/clear-and-requeue/?run=an-older-run")
+    assert "The lock changed since you looked" in dialog.content.decode()
+    form = {"reason": "r", "expect_run_id": "an-older-run", "submission": str(uuid.uuid4())}
+    answer = await client.post(f"/sessions/{pk}/act/clear-and-requeue/", form)
+    assert await held_by(HUNG) == run_id
     html = answer.content.decode()
     assert "conflict" in html and run_id in html
     assert await attempts() == [("intent", ""), ("outcome", "conflict")]
 
 
 async def test_viewers_and_users_without_a_role_may_not_act(
-    sim_gateway: SimGatewayFactory, users: dict[str, User]
+    hung: Hung, users: dict[str, User]
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        pk = await session_pk(HUNG)
-        for name in ("viewer", "nobody"):
-            client = await client_for(users[name])
-            form = {"reason": "r", "expect_run_id": run_id, "submission": str(uuid.uuid4())}
-            for slug in ("force-clear", "requeue", "abort", "clear-and-requeue"):
-                assert (await client.get(f"/sessions/{pk}/act/{slug}/")).status_code == 403
-                answer = await client.post(f"/sessions/{pk}/act/{slug}/", form)
-                assert answer.status_code == 403
-                assert "adminpanel." in answer.content.decode()
-        anonymous = await client_for(None)
-        answer = await anonymous.post(f"/sessions/{pk}/act/force-clear/", {})
-        assert answer.status_code == 302 and "/login/" in answer["Location"]
-        assert await held_by(HUNG) == run_id
+    run_id, pk = hung.run_id, hung.pk
+    for name in ("viewer", "nobody"):
+        client = await client_for(users[name])
+        form = {"reason": "r", "expect_run_id": run_id, "submission": str(uuid.uuid4())}
+        for slug in ("force-clear", "requeue", "abort", "clear-and-requeue"):
+            assert (await client.get(f"/sessions/{pk}/act/{slug}/")).status_code == 403
+            answer = await client.post(f"/sessions/{pk}/act/{slug}/", form)
+            assert answer.status_code == 403
+            assert "adminpanel." in answer.content.decode()
+    anonymous = await client_for(None)
+    answer = await anonymous.post(f"/sessions/{pk}/act/force-clear/", {})
+    assert answer.status_code == 302 and "/login/" in answer["Location"]
+    assert await held_by(HUNG) == run_id
     assert await attempts() == []
 
 
 async def test_an_action_without_the_csrf_token_is_refused(
-    sim_gateway: SimGatewayFactory, users: dict[str, User]
+    hung: Hung, users: dict[str, User]
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        pk = await session_pk(HUNG)
-        client = await client_for(users["operator"], enforce_csrf_checks=True)
-        form = {"reason": "r", "expect_run_id": run_id, "submission": str(uuid.uuid4())}
-        answer = await client.post(f"/sessions/{pk}/act/force-clear/", form)
-        assert answer.status_code == 403
-        page = await client.get(f"/sessions/{pk}/act/force-clear/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
-        assert token is not None
-        answer = await client.post(
-            f"/sessions/{pk}/act/force-clear/", {**form, "csrfmiddlewaretoken": token.group(1)}
-        )
-        assert answer.status_code == 200
+    run_id, pk = hung.run_id, hung.pk
+    client = await client_for(users["operator"], enforce_csrf_checks=True)
+    form = {"reason": "r", "expect_run_id": run_id, "submission": str(uuid.uuid4())}
+    answer = await client.post(f"/sessions/{pk}/act/force-clear/", form)
+    assert answer.status_code == 403
+    page = await client.get(f"/sessions/{pk}/act/force-clear/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
+    assert token is not None
+    answer = await client.post(
+        f"/sessions/{pk}/act/force-clear/", {**form, "csrfmiddlewaretoken": token.group(1)}
+    )
+    assert answer.status_code == 200
     assert [r for _, r in await attempts()] == ["", "success"]
 
 

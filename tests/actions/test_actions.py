@@ -4,7 +4,6 @@ gateway's bridge → the simulated gateway over loopback, audited in the store."
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -12,20 +11,13 @@ from asgiref.sync import sync_to_async
 from adminpanel import actions, audit
 from adminpanel.actions import ActionRefused, Actor, Target
 from adminpanel.models import AuditEntry, Session, Waiter
+from tests.actions.conftest import Hung
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
 from tests.fixtures_sim import FAST, SimGatewayFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_supervisor")]
 
 OPERATOR = Actor("operator")
-
-
-@pytest.fixture(autouse=True)
-def _fast_bridge(settings: Any) -> None:
-    settings.RUNBOARD_DETECT_TICK_S = 0.05
-    settings.RUNBOARD_BACKOFF_MAX_S = 0.3
-    settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
-    settings.RUNBOARD_CONNECT_TIMEOUT_S = 2.0
 
 
 @sync_to_async
@@ -42,25 +34,23 @@ async def only_attempt() -> tuple[AuditEntry, AuditEntry]:
 
 
 async def test_force_clear_releases_the_hung_lock_and_records_one_complete_attempt(
-    sim_gateway: SimGatewayFactory,
+    hung: Hung,
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        outcome = await actions.perform(
-            "force_clear",
-            Target("sim", HUNG, run_id),
-            reason="user reported no answer",
-            actor=OPERATOR,
-            request_id="req-1",
-            client_addr="127.0.0.1",
-        )
-        assert outcome.result == "success", outcome.detail
+    run_id = hung.run_id
+    outcome = await actions.perform(
+        "force_clear",
+        Target("sim", HUNG, run_id),
+        reason="user reported no answer",
+        actor=OPERATOR,
+        request_id="req-1",
+        client_addr="127.0.0.1",
+    )
+    assert outcome.result == "success", outcome.detail
 
-        async def released() -> bool:
-            return not await held_by(HUNG)
+    async def released() -> bool:
+        return not await held_by(HUNG)
 
-        await eventually(released)
+    await eventually(released)
     intent, done = await only_attempt()
     assert intent.actor == "operator" and intent.action == "force_clear"
     assert intent.reason == "user reported no answer"
@@ -74,37 +64,33 @@ async def test_force_clear_releases_the_hung_lock_and_records_one_complete_attem
 
 
 async def test_a_run_that_no_longer_holds_the_lock_is_a_conflict_and_nothing_is_sent(
-    sim_gateway: SimGatewayFactory,
+    hung: Hung,
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        outcome = await actions.perform(
-            "force_clear", Target("sim", HUNG, "run-the-operator-saw-earlier"),
-            reason="stale page", actor=OPERATOR,
-        )  # fmt: skip
-        assert outcome.result == "conflict"
-        assert run_id in outcome.detail and "Nothing was done" in outcome.detail
-        assert await held_by(HUNG) == run_id  # still held: nothing was sent
+    run_id = hung.run_id
+    outcome = await actions.perform(
+        "force_clear", Target("sim", HUNG, "run-the-operator-saw-earlier"),
+        reason="stale page", actor=OPERATOR,
+    )  # fmt: skip
+    assert outcome.result == "conflict"
+    assert run_id in outcome.detail and "Nothing was done" in outcome.detail
+    assert await held_by(HUNG) == run_id  # still held: nothing was sent
     intent, done = await only_attempt()
     assert done.result == "conflict" and done.calls == [] and intent.planned_calls == []
 
 
 async def test_a_double_submit_makes_one_attempt_and_both_see_its_outcome(
-    sim_gateway: SimGatewayFactory,
+    hung: Hung,
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        target = Target("sim", HUNG, run_id)
-        first, second = await asyncio.gather(
-            *(
-                actions.perform(
-                    "force_clear", target, reason="twice", actor=OPERATOR, once_key="form-1"
-                )
-                for _ in range(2)
+    run_id = hung.run_id
+    target = Target("sim", HUNG, run_id)
+    first, second = await asyncio.gather(
+        *(
+            actions.perform(
+                "force_clear", target, reason="twice", actor=OPERATOR, once_key="form-1"
             )
+            for _ in range(2)
         )
+    )
     assert first.audit_id == second.audit_id
     assert {first.result, second.result} <= {"success", "pending"}
     assert first.repeated != second.repeated
@@ -112,20 +98,18 @@ async def test_a_double_submit_makes_one_attempt_and_both_see_its_outcome(
 
 
 async def test_a_gateway_that_is_down_answers_at_once_with_an_error_entry(
-    sim_gateway: SimGatewayFactory,
+    hung: Hung,
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw) as supervisor:
-        run_id = await hung_run(gw)
-        await gw.stop()
+    gw, run_id, supervisor = hung.gw, hung.run_id, hung.supervisor
+    await gw.stop()
 
-        async def disconnected() -> bool:
-            return supervisor.bridge("sim").state.status != "connected"
+    async def disconnected() -> bool:
+        return supervisor.bridge("sim").state.status != "connected"
 
-        await eventually(disconnected)
-        outcome = await actions.perform(
-            "force_clear", Target("sim", HUNG, run_id), reason="gateway down", actor=OPERATOR
-        )
+    await eventually(disconnected)
+    outcome = await actions.perform(
+        "force_clear", Target("sim", HUNG, run_id), reason="gateway down", actor=OPERATOR
+    )
     assert outcome.result == "error"
     assert "not connected" in outcome.detail
     _, done = await only_attempt()
@@ -133,16 +117,14 @@ async def test_a_gateway_that_is_down_answers_at_once_with_an_error_entry(
 
 
 async def test_a_slow_gateway_is_reported_within_the_deadline_and_not_retried(
-    sim_gateway: SimGatewayFactory,
+    hung: Hung,
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        gw.answer_delays_s["runboard.registry.forceClear"] = 5.0
-        outcome = await actions.perform(
-            "force_clear", Target("sim", HUNG, run_id), reason="slow", actor=OPERATOR,
-            timeout_s=0.5,
-        )  # fmt: skip
+    gw, run_id = hung.gw, hung.run_id
+    gw.answer_delays_s["runboard.registry.forceClear"] = 5.0
+    outcome = await actions.perform(
+        "force_clear", Target("sim", HUNG, run_id), reason="slow", actor=OPERATOR,
+        timeout_s=0.5,
+    )  # fmt: skip
     assert outcome.result == "error"
     assert "may still act" in outcome.detail
     _, done = await only_attempt()
@@ -164,16 +146,14 @@ async def test_no_bridge_for_the_gateway_is_an_error_after_the_deadline(
 
 
 async def test_abort_names_the_run_and_only_that_run_is_aborted(
-    sim_gateway: SimGatewayFactory,
+    hung: Hung,
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        outcome = await actions.perform(
-            "abort", Target("sim", HUNG, run_id), reason="user asked", actor=OPERATOR
-        )
-        assert outcome.result == "success", outcome.detail
-        assert outcome.calls[0]["answer"]["run_ids"] == [run_id]
+    run_id = hung.run_id
+    outcome = await actions.perform(
+        "abort", Target("sim", HUNG, run_id), reason="user asked", actor=OPERATOR
+    )
+    assert outcome.result == "success", outcome.detail
+    assert outcome.calls[0]["answer"]["run_ids"] == [run_id]
     _, done = await only_attempt()
     assert done.result == "success"
 
@@ -189,28 +169,24 @@ def lost_waiter(key: str, text: str) -> None:
 
 
 async def test_clear_and_requeue_clears_then_sends_each_lost_message_once(
-    sim_gateway: SimGatewayFactory,
+    hung: Hung,
 ) -> None:
-    gw = await sim_gateway(profile="2026.9", **FAST)
-    async with mirrored(gw):
-        run_id = await hung_run(gw)
-        await lost_waiter(HUNG, "where is my answer?")
-        outcome = await actions.perform(
-            "clear_and_requeue", Target("sim", HUNG, run_id), reason="stuck", actor=OPERATOR
-        )
-        assert outcome.result == "success", outcome.detail
-        assert "1 message(s) requeued" in outcome.detail
+    gw, run_id = hung.gw, hung.run_id
+    await lost_waiter(HUNG, "where is my answer?")
+    outcome = await actions.perform(
+        "clear_and_requeue", Target("sim", HUNG, run_id), reason="stuck", actor=OPERATOR
+    )
+    assert outcome.result == "success", outcome.detail
+    assert "1 message(s) requeued" in outcome.detail
 
-        async def answered() -> bool:
-            session = gw.registry.session(HUNG)
-            return session is not None and any(
-                "where is my answer" in str(m) for m in session.history
-            )
+    async def answered() -> bool:
+        session = gw.registry.session(HUNG)
+        return session is not None and any("where is my answer" in str(m) for m in session.history)
 
-        await eventually(answered)
-        again = await actions.perform(
-            "requeue", Target("sim", HUNG, ""), reason="once more", actor=OPERATOR
-        )
+    await eventually(answered)
+    again = await actions.perform(
+        "requeue", Target("sim", HUNG, ""), reason="once more", actor=OPERATOR
+    )
     assert again.result == "noop"  # already requeued: not offered, not sent again
     rows = await entries()
     assert [r.result for r in rows if r.kind == "outcome"] == ["success", "noop"]

@@ -29,12 +29,8 @@ OTHER = "agent:main:telegram:direct:second"
 
 
 @pytest.fixture(autouse=True)
-def _quick(settings: Any) -> None:
-    settings.RUNBOARD_DETECT_TICK_S = 0.05
-    settings.RUNBOARD_RECOVERY_TICK_S = 0.05
-    settings.RUNBOARD_BACKOFF_MAX_S = 0.3
-    settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
-    settings.RUNBOARD_STUCK_AFTER_S = 0.3
+def _quick(quick_supervisor: Any) -> None:
+    quick_supervisor.RUNBOARD_STUCK_AFTER_S = 0.3
 
 
 @sync_to_async

@@ -17,15 +17,7 @@ from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
 from tests.api.support import aget, apost, role_tokens
 from tests.fixtures_sim import FAST, SimGatewayFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _fast_bridge(settings: Any) -> None:
-    settings.RUNBOARD_DETECT_TICK_S = 0.05
-    settings.RUNBOARD_BACKOFF_MAX_S = 0.3
-    settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
-    settings.RUNBOARD_CONNECT_TIMEOUT_S = 2.0
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_supervisor")]
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -21,15 +21,7 @@ from tests.actions.support import HUNG, hung_run, mirrored
 from tests.fixtures_sim import FAST, SimGatewayFactory
 from tests.users import make_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _fast_bridge(settings: Any) -> None:
-    settings.RUNBOARD_DETECT_TICK_S = 0.05
-    settings.RUNBOARD_BACKOFF_MAX_S = 0.3
-    settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
-    settings.RUNBOARD_CONNECT_TIMEOUT_S = 2.0
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_supervisor")]
 
 
 async def text(client: AsyncClient, url: str) -> str:
