@@ -125,22 +125,31 @@ def _render_dialog(
     return render(request, _template(request, "action_dialog"), context, status=status)
 
 
+async def _perform_as_user(
+    request: HttpRequest, action: str, target: Target, form: ActionForm, **more: Any
+) -> actions.Outcome:
+    """``actions.perform`` on behalf of the request's user, with its request id and address."""
+    user = await request.auser()
+    return await actions.perform(
+        action,
+        target,
+        reason=form.cleaned_data["reason"],
+        actor=Actor(user.get_username()),
+        request_id=_request_id(request),
+        client_addr=_client_addr(request),
+        **more,
+    )
+
+
 async def _perform(request: HttpRequest, action: str, session: Session) -> HttpResponse:
     form = ActionForm(request.POST)
     if not form.is_valid():
         seen = str(request.POST.get("expect_run_id", ""))[:128]
         return await sync_to_async(_render_dialog)(request, action, session, form, seen, 400)
-    user = await request.auser()
     target = Target(session.gateway.name, session.session_key, form.cleaned_data["expect_run_id"])
     try:
-        outcome = await actions.perform(
-            action,
-            target,
-            reason=form.cleaned_data["reason"],
-            actor=Actor(user.get_username()),
-            request_id=_request_id(request),
-            client_addr=_client_addr(request),
-            once_key=f"form:{form.cleaned_data['submission']}",
+        outcome = await _perform_as_user(
+            request, action, target, form, once_key=f"form:{form.cleaned_data['submission']}"
         )
     except ActionRefused as exc:
         form.add_error(None, str(exc))
@@ -223,7 +232,6 @@ async def _perform_bulk(request: HttpRequest, action: str) -> HttpResponse:
             pk__in=[pk for pk, _ in pairs]
         )
     }
-    user = await request.auser()
     batch = f"bulk:{form.cleaned_data['submission']}"
     limit = asyncio.Semaphore(BULK_CONCURRENCY)
     # Once a call times out the gateway is slow or gone: the rest are not started.
@@ -239,15 +247,8 @@ async def _perform_bulk(request: HttpRequest, action: str) -> HttpResponse:
                 detail = "Not attempted: an earlier call timed out (gateway slow or gone)."
                 return actions.Outcome(0, "error", detail, action, target)
             try:
-                outcome = await actions.perform(
-                    action,
-                    target,
-                    reason=form.cleaned_data["reason"],
-                    actor=Actor(user.get_username()),
-                    request_id=_request_id(request),
-                    client_addr=_client_addr(request),
-                    batch=batch,
-                    once_key=batch,
+                outcome = await _perform_as_user(
+                    request, action, target, form, batch=batch, once_key=batch
                 )
             except ActionRefused as exc:
                 return actions.Outcome(0, "error", str(exc), action, target)
