@@ -8,22 +8,23 @@ what arrives through the one ingestor into the test database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from adminpanel.bridges import BridgeSupervisor, GatewayTarget
+from adminpanel.bridges import BridgeSupervisor
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
 from adminpanel.models import DispatchSkip, Flag, Run, Session, TimelineEvent
 from gateway_bridge.simgateway.server import SimGateway
+from tests.actions.support import eventually
+from tests.actions.support import mirrored as mirrored_by_bridge
 from tests.fixtures_sim import FAST, SimGatewayFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_supervisor")]
 
 THRESHOLDS = Thresholds(
     stuck_after_s=0.6,
@@ -38,33 +39,8 @@ LEAK = "agent:main:whatsapp:direct:leak"
 FINE = "agent:support:slack:direct:fine"
 
 
-@pytest.fixture(autouse=True)
-def _fast_bridge(settings: Any) -> None:
-    settings.RUNBOARD_DETECT_TICK_S = 0.05
-    settings.RUNBOARD_BACKOFF_MAX_S = 0.3
-    settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
-    settings.RUNBOARD_CONNECT_TIMEOUT_S = 2.0
-
-
-@contextlib.asynccontextmanager
-async def mirrored(gw: SimGateway, name: str = "sim") -> AsyncIterator[BridgeSupervisor]:
-    supervisor = BridgeSupervisor(
-        [GatewayTarget(name, gw.url, gw.token)], ingestor=Ingestor(thresholds=THRESHOLDS)
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.run(stop))
-    try:
-        yield supervisor
-    finally:
-        stop.set()
-        await task
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    """Poll the store until ``check`` holds; the timeout is a generous upper bound only."""
-    async with asyncio.timeout(timeout_s):
-        while not await check():  # noqa: ASYNC110 - the store announces nothing to await
-            await asyncio.sleep(0.05)
+def mirrored(gw: SimGateway, name: str = "sim") -> AbstractAsyncContextManager[BridgeSupervisor]:
+    return mirrored_by_bridge(gw, name, ingestor=Ingestor(thresholds=THRESHOLDS))
 
 
 @sync_to_async

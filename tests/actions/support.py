@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group, User
 
 from adminpanel.bridges import BridgeSupervisor, GatewayTarget
+from adminpanel.ingest import Ingestor
 from adminpanel.models import Session
 from adminpanel.roles import ROLES, ensure_roles
 from gateway_bridge.simgateway.server import SimGateway
@@ -18,9 +19,11 @@ HUNG = "agent:main:telegram:direct:hung"
 
 
 @contextlib.asynccontextmanager
-async def mirrored(gw: SimGateway, name: str = "sim") -> AsyncIterator[BridgeSupervisor]:
+async def mirrored(
+    gw: SimGateway, name: str = "sim", *, ingestor: Ingestor | None = None
+) -> AsyncIterator[BridgeSupervisor]:
     """The bridge for ``gw`` running in this test's loop, writing into the test database."""
-    supervisor = BridgeSupervisor([GatewayTarget(name, gw.url, gw.token)])
+    supervisor = BridgeSupervisor([GatewayTarget(name, gw.url, gw.token)], ingestor=ingestor)
     stop = asyncio.Event()
     task = asyncio.create_task(supervisor.run(stop))
     try:
