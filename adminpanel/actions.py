@@ -209,10 +209,11 @@ def requeued_keys(session: Session) -> set[str]:
 
 
 def planned_calls(
-    action: str, session: Session, target: Target, messages: list[HeldMessage]
+    action: str, mode: str, target: Target, messages: list[HeldMessage]
 ) -> list[dict[str, Any]]:
-    """The gateway calls an action will make, for the confirmation dialog and the intent."""
-    observer = session.gateway.mode == "observer"
+    """The gateway calls an action will make in ``mode`` (plugin or observer): for the
+    confirmation dialog and the intent."""
+    observer = mode == "observer"
     key, run = target.session_key, target.expect_run_id
     clear: dict[str, Any] = (
         {"method": "chat.abort", "params": {"sessionKey": key, "runId": run},
@@ -264,7 +265,7 @@ def preview(action: str, target: Target) -> Preview:
             f"This run made progress {progress:.0f} s ago: it may still be answering. "
             "Clearing it may cost the user a reply."
         )
-    calls = planned_calls(action, session, target, messages)
+    calls = planned_calls(action, session.gateway.mode, target, messages)
     return Preview(session, state, messages, calls, warning, still_waiting(session))
 
 
@@ -310,8 +311,8 @@ class _Attempt:
     conflict: str = ""
 
 
-def _begin(a: _Attempt) -> None:
-    """Read the store, judge the race, write the intent (or find the first submit's)."""
+def _read(a: _Attempt) -> None:
+    """Read the store and judge the race: is the run the operator saw still the owner?"""
     session = find_session(a.target.gateway, a.target.session_key)
     a.session = session
     a.state = session_state(session)
@@ -325,7 +326,13 @@ def _begin(a: _Attempt) -> None:
             else "no run holds it now"
         )
         a.conflict = f"The lock is no longer held by run {expect}: {now}. Nothing was done."
-    calls = planned_calls(a.action, session, a.target, a.messages)
+
+
+def _write_intent(a: _Attempt) -> None:
+    """Write the intent (or find the first submit's, for the same ``once`` key)."""
+    assert a.session is not None
+    session, expect = a.session, a.target.expect_run_id
+    calls = planned_calls(a.action, a.state["mode"], a.target, a.messages)
     fields = {
         "kind": "intent",
         "actor": a.actor.name,
@@ -430,7 +437,19 @@ async def perform(
     reason = _validate(action, target, reason)
     once = f"{once_key}|{target.gateway}|{target.session_key}" if once_key else ""
     a = _Attempt(action, target, reason, actor, request_id, client_addr, batch, once, dry_run)
-    await sync_to_async(_begin)(a)
+    await sync_to_async(_read)(a)
+    budget = settings.RUNBOARD_CALL_TIMEOUT_S if timeout_s is None else timeout_s
+    started = time.monotonic()
+    bridge_error: GatewayError | None = None
+    sends = bool(planned_calls(action, a.state["mode"], target, a.messages))
+    if sends and not a.conflict and not dry_run:
+        # The bridge's own mode decides the calls (the store may not have mirrored it yet).
+        try:
+            state = await call_bridge(a.target.gateway, "state", {}, timeout_s=budget)
+            a.state["mode"] = str(state.result.get("mode") or a.state["mode"])
+        except GatewayError as exc:
+            bridge_error = exc
+    await sync_to_async(_write_intent)(a)
     assert a.intent is not None
     if not a.first:
         outcome = await sync_to_async(first_outcome)(a.intent.pk)
@@ -439,17 +458,19 @@ async def perform(
             await asyncio.sleep(0.05)
             outcome = await sync_to_async(first_outcome)(a.intent.pk)
         return outcome
-    started = time.monotonic()
     calls: list[dict[str, Any]]
     if a.conflict:
         result, detail, calls = "conflict", a.conflict, []
     elif dry_run:
-        planned = planned_calls(action, a.session, target, a.messages)  # type: ignore[arg-type]
+        planned = planned_calls(action, a.state["mode"], target, a.messages)
         result, detail, calls = "noop", "Dry run: nothing was sent to the gateway.", []
         detail += f" It would have made {len(planned)} call(s)."
+    elif bridge_error is not None:
+        calls = [{"command": "state", "error": f"{bridge_error.code}: {bridge_error.message}"}]
+        result, detail = "error", f"Nothing was sent: {bridge_error.message}"
     else:
-        budget = settings.RUNBOARD_CALL_TIMEOUT_S if timeout_s is None else timeout_s
-        result, detail, calls = await _call_gateway(a, budget)
+        left = budget - (time.monotonic() - started)
+        result, detail, calls = await _call_gateway(a, left)
     ms = int((time.monotonic() - started) * 1000)
     await _await_release(a, result)
     outcome_id = await sync_to_async(_finish)(a, result, detail, calls, ms)
