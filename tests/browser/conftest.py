@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from gateway_bridge.simgateway.server import SimGateway
 from tests.app_server import AppServer
+from tests.fixtures_sim import FAST, SimGatewayFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -100,3 +102,22 @@ async def live(page: Page) -> None:
     await page.wait_for_function(
         "() => window.runboardLive && window.runboardLive.isLive()", timeout=30_000
     )
+
+
+@pytest.fixture
+async def gateway(sim_gateway: SimGatewayFactory) -> SimGateway:
+    """The simulated 2026.5.28 gateway (the first seed's build), with quick turns."""
+    return await sim_gateway(profile="2026.5.28", **FAST)
+
+
+@pytest.fixture
+async def server(server_var: Path, gateway: SimGateway) -> AsyncIterator[Server]:
+    """``manage.py demo`` bridged to ``gateway``; its log is printed at teardown, which
+    pytest shows only next to a failed test's assertion."""
+    running = Server(server_var, gateway.url, RUNBOARD_LOG_LEVEL="INFO")
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+        print(running.output())

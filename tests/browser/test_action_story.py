@@ -6,37 +6,18 @@ did what and why."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from gateway_bridge.simgateway.server import SimGateway
 from tests.browser.conftest import PASSWORD, Server, live
-from tests.fixtures_sim import FAST, SimGatewayFactory
 
 pytestmark = pytest.mark.slow
 
 KEY = "agent:main:telegram:direct:story"
 SHOWN_MS = 20_000  # upper bounds only
 REASON = "user reported no reply for 10 minutes"
-
-
-@pytest.fixture
-async def gateway(sim_gateway: SimGatewayFactory) -> SimGateway:
-    return await sim_gateway(profile="2026.5.28", **FAST)
-
-
-@pytest.fixture
-async def server(server_var: Path, gateway: SimGateway) -> AsyncIterator[Server]:
-    running = Server(server_var, gateway.url, RUNBOARD_LOG_LEVEL="INFO")
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
-        print(running.output())  # shown only when the test failed
 
 
 async def operator_page(browser: Browser, server: Server) -> Page:

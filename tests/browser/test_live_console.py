@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
 from gateway_bridge.simgateway.server import SimGateway
 from tests.browser.conftest import Server, live, logged_in_page
-from tests.fixtures_sim import FAST, SimGatewayFactory
 
 pytestmark = pytest.mark.slow
 
@@ -19,23 +16,6 @@ KEY = "agent:main:telegram:direct:browser"
 OTHER = "agent:support:slack:direct:quiet"
 # Upper bounds for what the page must show; a healthy run takes well under a second.
 SHOWN_MS = 20_000
-
-
-@pytest.fixture
-async def gateway(sim_gateway: SimGatewayFactory) -> SimGateway:
-    return await sim_gateway(profile="2026.5.28", **FAST)
-
-
-@pytest.fixture
-async def server(server_var: Path, gateway: SimGateway) -> AsyncIterator[Server]:
-    running = Server(server_var, gateway.url, RUNBOARD_LOG_LEVEL="INFO")
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
-        # Captured by pytest: shown only when the test failed, next to its assertion.
-        print(running.output())
 
 
 async def session_listed(browser: Browser, server: Server, gateway: SimGateway, key: str) -> Page:
