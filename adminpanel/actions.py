@@ -375,7 +375,10 @@ async def _await_release(a: _Attempt, result: str) -> None:
         await refresh()
 
 
-def _finish(a: _Attempt, result: str, detail: str, calls: list[dict[str, Any]], ms: int) -> int:
+def _finish(
+    a: _Attempt, result: str, detail: str, calls: list[dict[str, Any]], ms: int
+) -> dict[str, Any]:
+    """Write the outcome; the state after, as recorded."""
     assert a.intent is not None and a.session is not None
     a.session.refresh_from_db()
     entry = audit.append(
@@ -405,7 +408,7 @@ def _finish(a: _Attempt, result: str, detail: str, calls: list[dict[str, Any]], 
         outcome_id=entry.pk,
         duration_ms=ms,
     )
-    return entry.pk
+    return entry.state_after
 
 
 def first_outcome(intent_id: int) -> Outcome:
@@ -473,9 +476,7 @@ async def perform(
         result, detail, calls = await _call_gateway(a, left)
     ms = int((time.monotonic() - started) * 1000)
     await _await_release(a, result)
-    outcome_id = await sync_to_async(_finish)(a, result, detail, calls, ms)
-    after = await sync_to_async(session_state)(a.session)  # type: ignore[arg-type]
-    del outcome_id
+    after = await sync_to_async(_finish)(a, result, detail, calls, ms)
     return Outcome(a.intent.pk, result, detail, action, target, after, calls)
 
 

@@ -130,16 +130,7 @@ class RecoveryPolicyAdmin(admin.ModelAdmin):
         "max_actions_per_hour",
     )
     list_filter = ("enabled", "dry_run", "trigger", "gateway")
-    fields = (
-        "name",
-        "gateway",
-        "enabled",
-        "dry_run",
-        "trigger",
-        "after_s",
-        "action",
-        "max_actions_per_hour",
-    )
+    fields = list_display
 
 
 @admin.register(AuditEntry)
