@@ -4,8 +4,9 @@ A recorded 200k-event stream over 1,000 sessions (``bench.streams``) goes
 through ``Ingestor.apply`` in batches of 2,000 into a fresh SQLite file (WAL),
 flag rules and all. The baseline is plain ``sqlite3.executemany`` of the same
 stream's timeline rows, pre-built, into a table with the same DDL, on the
-same disk, committed per batch of 2,000. Each side runs three times; the
-medians are printed as one JSON line.
+same disk, committed per batch of 2,000. The two sides take turns, three runs
+each, so a noisy neighbour slows both alike; the medians are printed as one
+JSON line (each run's figures go to stderr).
 
 Run: ``.venv/bin/python -m bench.ingest_bench`` (or ``python -m bench``).
 """
@@ -16,6 +17,7 @@ import json
 import os
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -139,10 +141,20 @@ def run_raw(rows: Sequence[tuple[Any, ...]], path: Path, ddl: list[str]) -> floa
 
 
 def measure(events: Sequence[RegistryEvent], workdir: Path) -> dict[str, Any]:
-    ingest = [run_ingest(events, workdir / f"ingest-{i}.sqlite3") for i in range(RUNS)]
+    """Ingest and raw runs take turns, so both sides see the same machine; medians of each."""
     rows = timeline_rows(events)
-    ddl = _timeline_ddl(workdir / "ingest-0.sqlite3")
-    raw = [run_raw(rows, workdir / f"raw-{i}.sqlite3", ddl) for i in range(RUNS)]
+    ingest: list[float] = []
+    raw: list[float] = []
+    ddl: list[str] = []
+    for i in range(RUNS):
+        ingest.append(run_ingest(events, workdir / f"ingest-{i}.sqlite3"))
+        ddl = ddl or _timeline_ddl(workdir / "ingest-0.sqlite3")
+        raw.append(run_raw(rows, workdir / f"raw-{i}.sqlite3", ddl))
+        print(
+            f"ingest_bench run {i + 1}: ingest {ingest[-1]:.0f}/s, raw {raw[-1]:.0f}/s",
+            file=sys.stderr,
+            flush=True,
+        )
     value, baseline = statistics.median(ingest), statistics.median(raw)
     return {
         "metric": "ingest_events_per_s",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from adminpanel.ingest.rows import (
     RUN_WRITE,
+    SESSION_LOAD,
     SESSION_WRITE,
     WAITER_WRITE,
     _GatewayRow,
@@ -18,6 +20,13 @@ from adminpanel.ingest.rows import (
 from adminpanel.ingest.sql import _in, _Tables
 from adminpanel.models import Session, parse_session_key
 from gateway_bridge.events import RegistryEvent, Snapshot
+
+# Where each written session column sits in a row as read (``SESSION_LOAD`` order).
+_SESSION_WRITE_AT = tuple(SESSION_LOAD.index(n) for n in SESSION_WRITE)
+# The written columns of an object as one tuple, read in C (a batch writes thousands).
+_session_values = attrgetter(*SESSION_WRITE)
+_run_values = attrgetter(*RUN_WRITE)
+_waiter_values = attrgetter(*WAITER_WRITE)
 
 
 class _Batch:
@@ -34,6 +43,10 @@ class _Batch:
         self.timeline: list[list[Any]] = []
         self.skips: list[tuple[Any, ...]] = []
         self.by_pk: dict[int, _Session] = {}
+        # Rows as read, keyed like the objects above: writes send only what changed.
+        self.loaded_sessions: dict[int, list[Any]] = {}
+        self.loaded_runs: dict[int, list[Any]] = {}
+        self.loaded_waiters: dict[int, list[Any]] = {}
 
     # Loading ---------------------------------------------------------------------
 
@@ -70,6 +83,7 @@ class _Batch:
             s = _Session(*row)
             self.sessions[(s.gateway_pk, s.key)] = s
             self.by_pk[s.pk] = s
+            self.loaded_sessions[s.pk] = [row[i] for i in _SESSION_WRITE_AT]
 
     def _load_runs(self, gw: _GatewayRow, run_ids: set[str], whole: bool) -> None:
         where, params = _in("run_id", run_ids)
@@ -78,6 +92,7 @@ class _Batch:
         for row in self.t.run_read.select(f"gateway_id = %s AND {where}", [gw.pk, *params]):
             run = _Run(*row)
             self.runs[(run.gateway_pk, run.run_id)] = run
+            self.loaded_runs[row[0]] = row[1:]
         orphans = {r.session_pk for r in self.runs.values()} - self.by_pk.keys()
         if orphans:  # open runs of sessions no longer shown as locked
             self._add_sessions(*_in("id", orphans))
@@ -87,6 +102,7 @@ class _Batch:
         for row in self.t.waiter_read.select(f"{where} AND resolved_at IS NULL", params):
             w = _Waiter(*row)
             self.waiters[w.session_pk][(w.boot_id, w.waiter_id)] = w
+            self.loaded_waiters[row[0]] = row[1:]
 
     # Lookups used while applying -------------------------------------------------------
 
@@ -125,19 +141,19 @@ class _Batch:
         for pk in self.dirty_sessions:
             s = self.by_pk[pk]
             s.waiter_count = sum(1 for w in self.waiters[pk].values() if w.resolved_at is None)
-            rows.append((pk, [getattr(s, n) for n in SESSION_WRITE]))
-        self.t.session.update(rows)
+            rows.append((pk, _session_values(s), self.loaded_sessions[pk]))
+        self.t.session.update_changed(rows)
 
     def _write_runs(self) -> None:
         new, old = [], []
         for run in self.dirty_runs.values():
-            values = [getattr(run, n) for n in RUN_WRITE]
+            values = _run_values(run)
             if run.pk is None:
                 new.append(values)
             else:
-                old.append((run.pk, values))
+                old.append((run.pk, values, self.loaded_runs[run.pk]))
         self.t.run.insert(new)
-        self.t.run.update(old)
+        self.t.run.update_changed(old)
 
     def _write_waiters(self) -> None:
         new, old, seen = [], [], set()
@@ -145,14 +161,14 @@ class _Batch:
             if id(w) in seen:
                 continue
             seen.add(id(w))
-            values = [getattr(w, n) for n in WAITER_WRITE]
+            values = _waiter_values(w)
             if w.pk is None:
                 new.append(values)
             else:
-                old.append((w.pk, values))
+                old.append((w.pk, values, self.loaded_waiters[w.pk]))
         # A gateway that announces the same waiter twice must not fail the batch.
         self.t.waiter.insert(new, skip_existing=True)
-        self.t.waiter.update(old)
+        self.t.waiter.update_changed(old)
 
 
 def _keys_and_runs(events: Sequence[RegistryEvent]) -> tuple[set[str], set[str]]:

@@ -6,6 +6,8 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import compress
+from operator import ne
 from typing import Any
 
 from django.db import connection, models
@@ -153,12 +155,39 @@ class _Table:
 
     def update(self, rows: Sequence[tuple[int, Sequence[Any]]]) -> None:
         """``rows``: (primary key, values in ``names`` order)."""
-        if not rows:
+        self.update_some(tuple(range(len(self.columns))), rows)
+
+    def update_some(self, only: tuple[int, ...], rows: Sequence[tuple[int, Sequence[Any]]]) -> None:
+        """Set only the columns at positions ``only``; ``rows``: (primary key, their values).
+
+        Leaving unchanged columns out of the SET spares SQLite the index entries
+        of columns that did not move, and the adapting of values that did not.
+        """
+        if not rows or not only:
             return
-        sets = ", ".join(f"{c} = %s" for c in self.columns)
+        sets = ", ".join(f"{self.columns[i]} = %s" for i in only)
         sql = f"UPDATE {self.table} SET {sets} WHERE {connection.ops.quote_name('id')} = %s"
+        adapters = [self.adapters[i] for i in only]
+        params = [
+            [a(v) if a is not None else v for a, v in zip(adapters, values, strict=True)] + [pk]
+            for pk, values in rows
+        ]
         with connection.cursor() as cursor:
-            cursor.executemany(sql, [[*self.adapt(values), pk] for pk, values in rows])
+            cursor.executemany(sql, params)
+
+    def update_changed(self, rows: Iterable[tuple[int, Sequence[Any], Sequence[Any]]]) -> None:
+        """``rows``: (primary key, values, values as loaded); writes only what changed.
+
+        Rows that changed the same columns share one statement.
+        """
+        groups: dict[tuple[int, ...], list[tuple[int, list[Any]]]] = {}
+        positions = range(len(self.columns))
+        for pk, values, loaded in rows:
+            only = tuple(compress(positions, map(ne, values, loaded)))
+            if only:
+                groups.setdefault(only, []).append((pk, [values[i] for i in only]))
+        for only, group in groups.items():
+            self.update_some(only, group)
 
 
 class _Tables:
