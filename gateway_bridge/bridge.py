@@ -69,6 +69,7 @@ OBSERVER_LOG_PAGES = 10
 OBSERVER_ROWS_SLOWDOWN = 5
 # Gateway events observer mode reads (plugin mode needs none of them).
 OBSERVED_EVENTS = frozenset({"agent", "chat", "sessions.changed", "shutdown"})
+_ALWAYS_WANTED = frozenset({REGISTRY_EVENT, "shutdown", "tick", "connect.challenge"})
 ABORT_FALLBACK = "chat.abort"
 SEND_FALLBACK = "chat.send"
 ABORT_FALLBACK_DETAIL = (
@@ -297,6 +298,7 @@ class Bridge:
             connect_timeout_s=self.connect_timeout_s,
             call_timeout_s=self.call_timeout_s,
             on_event=self._on_gateway_event,
+            wants_event=self._wants_event,
         )
         try:
             hello = await self._unless_stopped(client.connect())
@@ -389,6 +391,10 @@ class Bridge:
         raise _Stopped
 
     # --- plugin mode ----------------------------------------------------------
+
+    def _wants_event(self, name: str) -> bool:
+        """The events ``_on_gateway_event`` uses (and the client's own); others go unparsed."""
+        return name in _ALWAYS_WANTED or (self._observing and name in OBSERVED_EVENTS)
 
     def _on_gateway_event(self, event: frames.Event) -> None:
         """Called by the client's reader for every well-formed event, in arrival order."""

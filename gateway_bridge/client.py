@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
 import time
 import uuid
@@ -57,6 +58,9 @@ _EVENT_PAYLOAD_KEYS: dict[str, tuple[tuple[str, type | tuple[type, ...]], ...]] 
     "shutdown": (("reason", str),),
     "runboard.registry": (("kind", str), ("bootId", str), ("seq", int)),
 }
+# The head of an event frame as OpenClaw (``JSON.stringify``) and Python's json write it;
+# a frame written any other way is parsed in full.
+_EVENT_HEAD = re.compile(r'\{"type":\s?"event",\s?"event":\s?"([A-Za-z0-9_.:-]{1,64})"')
 _OBJECT_PAYLOAD_EVENTS = frozenset({"agent", "chat", "sessions.changed", "health"})
 
 
@@ -92,6 +96,7 @@ class GatewayClient:
         connect_timeout_s: float = 10.0,
         call_timeout_s: float = 5.0,
         on_event: EventCallback | None = None,
+        wants_event: Callable[[str], bool] | None = None,
         client_version: str = "runboard/0.1",
         max_frame_bytes: int = frames.MAX_FRAME_BYTES,
         ping_interval_s: float | None = 20.0,
@@ -104,6 +109,8 @@ class GatewayClient:
         self.connect_timeout_s = connect_timeout_s
         self.call_timeout_s = call_timeout_s
         self.on_event = on_event
+        self.wants_event = wants_event
+        self.events_ignored = 0
         self.client_version = client_version
         self.max_frame_bytes = max_frame_bytes
         self._ping_interval_s = ping_interval_s
@@ -278,6 +285,13 @@ class GatewayClient:
         self._finish(reason)
 
     def _handle_raw(self, raw: str | bytes) -> None:
+        if self.wants_event is not None and isinstance(raw, str):
+            # A gateway streams many events its client does not use (agent
+            # deltas, chat): naming them from the frame's head spares the JSON parse.
+            head = _EVENT_HEAD.match(raw)
+            if head is not None and not self.wants_event(head.group(1)):
+                self.events_ignored += 1
+                return
         try:
             frame = frames.parse_frame(raw)
         except frames.FrameError as exc:

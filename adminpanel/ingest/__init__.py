@@ -123,7 +123,7 @@ class Ingestor:
     def _apply_gateway(
         self, name: str, events: list[RegistryEvent], now: float, result: IngestResult
     ) -> _Sequencer:
-        gw = _load_gateway(name)
+        gw = self._load_gateway(name)
         seq = _Sequencer(
             gw.boot_id, gw.last_seq, list(gw.past_boots), dict(self._held.get(name, {}))
         )
@@ -137,14 +137,19 @@ class Ingestor:
         result.applied += len(seq.ready)
         result.changed_sessions.update((name, key) for key in changed)
         gw.boot_id, gw.last_seq, gw.past_boots = seq.boot_id, seq.last_seq, seq.past_boots
-        Gateway.objects.filter(pk=gw.pk).update(
-            boot_id=gw.boot_id,
-            last_seq=gw.last_seq,
-            past_boot_ids=gw.past_boots,
-            version=gw.version,
-            profile=gw.profile,
+        self.tables.gateway_cursor.update(
+            [(gw.pk, [gw.boot_id, gw.last_seq, gw.past_boots, gw.version, gw.profile])]
         )
         return seq
+
+    def _load_gateway(self, name: str) -> _GatewayRow:
+        """The gateway's row and ingest's cursor; plain SQL, as it runs once per batch."""
+        found = self.tables.gateway_read.select("name = %s", [name])
+        if not found:
+            Gateway.objects.get_or_create(name=name)
+            found = self.tables.gateway_read.select("name = %s", [name])
+        pk, name, boot_id, last_seq, past, version, profile = found[0]
+        return _GatewayRow(pk, name, boot_id, last_seq, list(past or []), version, profile)
 
     def _write_events(self, gw: _GatewayRow, seq: _Sequencer, now: float) -> set[str]:
         batch = _Batch(self.tables)
@@ -217,16 +222,3 @@ class Ingestor:
             if seq.needs_snapshot(now, self.reorder_window, self.reorder_wait_s):
                 overdue.add(name)
         return overdue
-
-
-def _load_gateway(name: str) -> _GatewayRow:
-    gw, _ = Gateway.objects.get_or_create(name=name)
-    return _GatewayRow(
-        gw.pk,
-        gw.name,
-        gw.boot_id,
-        gw.last_seq,
-        list(gw.past_boot_ids or []),
-        gw.version,
-        gw.profile,
-    )

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import connection, models
 
 from adminpanel.ingest.rows import RUN_WRITE, SESSION_LOAD, SESSION_WRITE, WAITER_WRITE
-from adminpanel.models import DispatchSkip, Flag, Run, Session, TimelineEvent, Waiter
+from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, TimelineEvent, Waiter
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -194,6 +194,9 @@ class _Tables:
     """Built lazily once per Ingestor: the connection's vendor decides the adapters."""
 
     def __init__(self) -> None:
+        cursor = ("boot_id", "last_seq", "past_boot_ids", "version", "profile")
+        self.gateway_read = _Table(Gateway, ("id", "name", *cursor))
+        self.gateway_cursor = _Table(Gateway, cursor)
         self.session_read = _Table(Session, ("id", "gateway", "session_key", *SESSION_LOAD[3:]))
         self.run_read = _Table(Run, ("id", "gateway", "session", *RUN_WRITE[2:]))
         self.waiter_read = _Table(Waiter, ("id", "session", *WAITER_WRITE[1:]))

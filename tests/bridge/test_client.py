@@ -196,6 +196,35 @@ async def test_hostile_frames_are_rejected_with_a_logged_reason_and_the_stream_g
     assert not client.closed or client.close_error is None
 
 
+async def test_events_the_client_does_not_want_are_dropped_unparsed_and_the_rest_delivered() -> (
+    None
+):
+    async def chatty(ws: ServerConnection) -> None:
+        # As OpenClaw writes them (no spaces) and as Python's json does.
+        await ws.send('{"type":"event","event":"agent","payload":{"delta":"hi"},"seq":1}')
+        await ws.send(frames.encode_event("chat", {"state": "delta"}, seq=2))
+        # Not well-formed, but unwanted: nothing acts on it, so nothing is said about it.
+        await ws.send('{"type":"event","event":"agent","payload": [unterminated')
+        await ws.send('{"type":"event","event":"wanted","payload":{"n":1},"seq":3}')
+        # Written another way (keys reordered): parsed in full, then delivered.
+        await ws.send(json.dumps({"event": "agent", "type": "event", "payload": {}}))
+        await gw.serve_requests(ws)
+
+    gw = ScriptedGateway(chatty)
+    received: list[frames.Event] = []
+    async with gw:
+        client = client_for(gw, on_event=received.append, wants_event=lambda name: name == "wanted")
+        with capture_logs() as logs:
+            await client.connect()
+            await until(lambda: len(received) == 2)
+        await client.close()
+
+    assert [e.event for e in received] == ["wanted", "agent"]
+    assert received[0].payload == {"n": 1}
+    assert client.events_ignored == 3
+    assert not [e for e in logs if e["event"] == "frame_rejected"]
+
+
 async def test_a_frame_over_the_size_limit_closes_the_connection_instead_of_being_parsed() -> None:
     async def huge(ws: ServerConnection) -> None:
         await ws.send("y" * 2048)

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from adminpanel.bridges import BridgeSupervisor, configured_gateways
+from adminpanel.runtime import freeze_imported_objects
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,7 @@ class Command(BaseCommand):
                 detail="in-memory channel layer: browsers connected to another process "
                 "will not see live updates; set RUNBOARD_REDIS_URL or use manage.py demo",
             )
+        freeze_imported_objects()
         asyncio.run(self._run(BridgeSupervisor(targets)))
 
     async def _run(self, supervisor: BridgeSupervisor) -> None:
