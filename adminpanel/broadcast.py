@@ -3,8 +3,9 @@
 Ingest (and the detect tick) report which sessions they changed; the
 ``Broadcaster`` collects those keys and flushes them at once, or under load
 at most every ``interval_s`` on average (a burst is one message; a busy row
-goes out at most every ``row_interval_s``). A flush renders the rows with the same partial the page
-uses (``adminpanel/session_row.html``, with ``oob`` set) plus the header's
+goes out at most every ``row_interval_s``, a row that was quiet at once).
+A flush renders the rows with the same partial the page uses
+(``adminpanel/session_row.html``, with ``oob`` set) plus the header's
 stuck count, and sends the HTML once to the ``sessions`` group. Every
 consumer forwards that one string: the database work per flush is three
 queries (plain SQL, no ORM compiling on the push's path) whatever the number
@@ -170,30 +171,42 @@ def _has_viewers(layer: BaseChannelLayer, group: str) -> bool:
 
 
 class _Bucket:
-    """Token bucket: ``take`` says how long to wait before the next flush may go."""
+    """Token bucket: ``wait`` says how long until a flush may go, ``take`` spends one."""
 
     def __init__(self, *, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, float(burst)
         self.tokens, self.at = float(burst), 0.0
 
-    def take(self, now: float) -> float:
+    def _refill(self, now: float) -> None:
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
+
+    def wait(self, now: float) -> float:
+        self._refill(now)
+        missing = 1 - self.tokens
+        return missing / self.rate if missing > 1e-9 else 0.0
+
+    def take(self, now: float) -> None:
+        self._refill(now)
         self.tokens -= 1
-        return max(0.0, -self.tokens / self.rate)
 
 
 class Broadcaster:
     """Coalesces changed session keys and sends them to the group.
 
-    A change goes out at once when the console is quiet; under load flushes
-    average at most one per ``interval_s`` and every change that arrives while
-    one waits or renders joins the next (a burst of changes is one message). A
-    quiet console may flush ``burst`` times in quick succession, so a lone
-    change is not held back by the one just before it. One row is sent at most
-    every ``row_interval_s`` (a busy row updates a few times a second); only a
-    flush with a row to send spends from the rate, so rows waiting for their
-    interval never delay a quiet row.
+    Each row is throttled on its leading edge: a row that has been quiet for
+    ``quiet_after_s`` goes out at once (a lock appearing, a flag raised on a
+    lock that sat still), while a busy row is sent at most every
+    ``row_interval_s`` and its changes meanwhile coalesce.
+
+    Flushes are paced by two token buckets. Busy rows wait for the paced
+    bucket: under load at most one flush per ``interval_s`` on average, and
+    every change that arrives meanwhile joins it (a burst of changes is one
+    message). A flush carrying a quiet row may instead spend from a prompt
+    bucket of ``prompt_rate`` flushes a second, so the news is not queued
+    behind the churn of busy rows; with that bucket empty it waits like the
+    rest. Either way ``burst`` flushes may follow each other at once after a
+    rest, and only a flush with a row to send spends a token.
     """
 
     def __init__(
@@ -201,6 +214,8 @@ class Broadcaster:
         *,
         interval_s: float = 0.05,
         row_interval_s: float = 0.25,
+        quiet_after_s: float = 1.0,
+        prompt_rate: float = 10.0,
         layer: BaseChannelLayer | None = None,
         group: str = GROUP,
         max_rows: int = MAX_ROWS,
@@ -210,6 +225,8 @@ class Broadcaster:
         self.interval_s = interval_s
         self.burst = burst
         self.row_interval_s = row_interval_s
+        self.quiet_after_s = quiet_after_s
+        self.prompt_rate = prompt_rate
         self.group = group
         self.max_rows = max_rows
         self._layer = layer
@@ -284,17 +301,25 @@ class Broadcaster:
             due = at + interval if due is None else min(due, at + interval)
         return due
 
+    def _quiet_pending(self, now: float) -> bool:
+        """Whether a pending row has not been sent for ``quiet_after_s``."""
+        with self._lock:
+            pending = list(self._pending)
+        sent_at, quiet_after = self._sent_at, self.quiet_after_s
+        return any((at := sent_at.get(k)) is None or at + quiet_after <= now for k in pending)
+
     def _take_ready(self, now: float) -> set[SessionKey]:
         """Pending keys whose row may be sent now; the rest stay pending until due."""
+        remembered = now - max(self.row_interval_s, self.quiet_after_s)
+        self._sent_at = sent_at = {k: at for k, at in self._sent_at.items() if at > remembered}
         horizon = now - self.row_interval_s
-        self._sent_at = {k: at for k, at in self._sent_at.items() if at > horizon}
         with self._lock:
-            held = {k for k in self._pending if k in self._sent_at}
+            held = {k for k in self._pending if sent_at.get(k, horizon) > horizon}
             ready, self._pending = self._pending - held, held
-        due = [self._sent_at[k] + self.row_interval_s for k in held]
+        due = [sent_at[k] + self.row_interval_s for k in held]
         self._next_due = min(due) if due else None
         for key in ready:
-            self._sent_at[key] = now
+            sent_at[key] = now
         return ready
 
     async def flush(self) -> bool:
@@ -326,7 +351,8 @@ class Broadcaster:
         self._wake = wake = asyncio.Event()
         wake.set()
         stopping = asyncio.ensure_future(stop.wait())
-        bucket = _Bucket(rate=1 / self.interval_s, burst=self.burst)
+        paced = _Bucket(rate=1 / self.interval_s, burst=self.burst)
+        prompt = _Bucket(rate=self.prompt_rate, burst=self.burst)
         try:
             while not stop.is_set():
                 timeout = None
@@ -341,14 +367,20 @@ class Broadcaster:
                     break
                 wake.clear()
                 # Only a flush that has a row to send spends a token: a wake for
-                # rows still inside their interval waits for them, not for the bucket.
+                # rows still inside their interval waits for them, not for a bucket.
                 now = time.monotonic()
                 due = self._due(now)
                 if due is None or due > now:
                     self._next_due = due
                     continue
-                if (delay := bucket.take(time.monotonic())) > 0:
-                    await asyncio.sleep(delay)  # changes meanwhile join this flush
+                if self._quiet_pending(now) and prompt.wait(now) == 0:
+                    prompt.take(now)
+                elif (wait := paced.wait(now)) > 0:
+                    # Changes meanwhile join this flush; a quiet row may cut in first.
+                    self._next_due = now + wait
+                    continue
+                else:
+                    paced.take(now)
                 try:
                     await self.flush()
                 except Exception as exc:  # one failed flush must not end the broadcasts

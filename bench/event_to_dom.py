@@ -53,7 +53,7 @@ PROBES = 12
 LOAD_SESSIONS = 24
 VIEWERS = 50
 EVENTS_PER_S = 500
-SAMPLES = 60
+SAMPLES = 120
 SAMPLE_GAP_S = 0.3  # samples apart, so the no-load baseline is quiet
 WAIT_MS = 10_000  # an upper bound per sample, not an expectation
 

@@ -319,7 +319,46 @@ async def test_a_row_waiting_for_its_interval_does_not_spend_the_rate_of_a_quiet
 def test_a_quiet_broadcaster_flushes_at_once_and_a_busy_one_at_the_average_rate() -> None:
     bucket = _Bucket(rate=10, burst=3)
 
-    assert [bucket.take(100.0) for _ in range(3)] == [0, 0, 0]
-    waits = [bucket.take(100.0) for _ in range(3)]
-    assert waits == pytest.approx([0.1, 0.2, 0.3])
-    assert bucket.take(200.0) == 0  # rested: full again
+    for _ in range(3):
+        assert bucket.wait(100.0) == 0
+        bucket.take(100.0)
+    assert bucket.wait(100.0) == pytest.approx(0.1)
+    assert bucket.wait(100.05) == pytest.approx(0.05)
+    assert bucket.wait(100.1) == 0
+    bucket.take(100.1)
+    assert bucket.wait(100.1) == pytest.approx(0.1)
+    assert bucket.wait(200.0) == 0  # rested: full again
+    assert bucket.tokens == 3
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_row_that_was_quiet_goes_out_at_once_while_busy_rows_wait_for_the_pace() -> None:
+    from asgiref.sync import sync_to_async
+
+    busy, quiet = sorted(await sync_to_async(lock_sessions)(2))
+    layer = InMemoryChannelLayer()
+    viewer = await layer.new_channel()
+    await layer.group_add(GROUP, viewer)
+    # One paced flush, then one an hour; a row sent once stays busy for an hour.
+    broadcaster = Broadcaster(
+        layer=layer, interval_s=3600, burst=1, row_interval_s=0, quiet_after_s=3600
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(broadcaster.run(stop))
+    try:
+        async with asyncio.timeout(10):  # generous bounds, not timing assertions
+            broadcaster.note([busy])  # never sent: quiet, the prompt bucket
+            assert busy[1] in (await layer.receive(viewer))["html"]
+            broadcaster.note([busy])  # busy now: the one paced flush
+            assert busy[1] in (await layer.receive(viewer))["html"]
+            broadcaster.note([busy])  # busy, and the pace allows no more for an hour
+            await asyncio.sleep(0.2)
+            assert broadcaster.messages == 2
+            broadcaster.note([quiet])
+            html = (await layer.receive(viewer))["html"]
+    finally:
+        stop.set()
+        await running
+    # The quiet row did not wait for the hour; the held busy row rode along.
+    assert quiet[1] in html and busy[1] in html
+    assert broadcaster.messages == 3
