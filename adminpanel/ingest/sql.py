@@ -16,6 +16,8 @@ from adminpanel.ingest.rows import RUN_WRITE, SESSION_LOAD, SESSION_WRITE, WAITE
 from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, TimelineEvent, Waiter
 
 _EPOCH = datetime(1970, 1, 1)
+# From this many changed rows on, updates are grouped by the columns they changed.
+_GROUP_UPDATES_FROM = 64
 
 
 def _datetime_adapter() -> Callable[[float | None], Any]:
@@ -178,14 +180,24 @@ class _Table:
     def update_changed(self, rows: Iterable[tuple[int, Sequence[Any], Sequence[Any]]]) -> None:
         """``rows``: (primary key, values, values as loaded); writes only what changed.
 
-        Rows that changed the same columns share one statement.
+        A big batch groups its rows by the columns they changed, one statement
+        per group; a small one (the live path: a few events at a time) is one
+        statement over every column any row changed, as each statement costs
+        more than a few columns written again.
         """
-        groups: dict[tuple[int, ...], list[tuple[int, list[Any]]]] = {}
         positions = range(len(self.columns))
+        changed = []
         for pk, values, loaded in rows:
             only = tuple(compress(positions, map(ne, values, loaded)))
             if only:
-                groups.setdefault(only, []).append((pk, [values[i] for i in only]))
+                changed.append((pk, values, only))
+        if len(changed) < _GROUP_UPDATES_FROM:
+            union = tuple(sorted({i for _, _, only in changed for i in only}))
+            self.update_some(union, [(pk, [values[i] for i in union]) for pk, values, _ in changed])
+            return
+        groups: dict[tuple[int, ...], list[tuple[int, list[Any]]]] = {}
+        for pk, values, only in changed:
+            groups.setdefault(only, []).append((pk, [values[i] for i in only]))
         for only, group in groups.items():
             self.update_some(only, group)
 
