@@ -207,12 +207,17 @@ class Broadcaster:
     behind the churn of busy rows; with that bucket empty it waits like the
     rest. Either way ``burst`` flushes may follow each other at once after a
     rest, and only a flush with a row to send spends a token.
+
+    Why 100 ms: the news goes by the prompt bucket, so the pace only delays the
+    churn of busy rows; each flush costs a render and one send per viewer, and
+    under load (50 viewers, 500 events/s on two cores) halving the flushes
+    roughly halved the latency of the prompt rows.
     """
 
     def __init__(
         self,
         *,
-        interval_s: float = 0.05,
+        interval_s: float = 0.1,
         row_interval_s: float = 0.25,
         quiet_after_s: float = 1.0,
         prompt_rate: float = 10.0,
