@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import fields
-from operator import attrgetter
 from typing import Any
 
 import structlog
@@ -39,18 +38,16 @@ _TIMELINE_SKIP_FIELDS = frozenset(
 )
 
 
-_DATA_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], Any]]] = {}
+_DATA_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _event_data(event: RegistryEvent) -> dict[str, Any]:
     cls = type(event)
-    known = _DATA_FIELDS.get(cls)
-    if known is None:
+    names = _DATA_FIELDS.get(cls)
+    if names is None:
         names = tuple(f.name for f in fields(cls) if f.name not in _TIMELINE_SKIP_FIELDS)
-        known = _DATA_FIELDS[cls] = (names, attrgetter(*names) if names else lambda _: ())
-    names, values = known
-    got = values(event)
-    return dict(zip(names, got if len(names) != 1 else (got,), strict=True))
+        _DATA_FIELDS[cls] = names
+    return {n: getattr(event, n) for n in names}
 
 
 def _snapshot_data(snapshot: Snapshot) -> dict[str, Any]:
