@@ -91,11 +91,22 @@
     stale = false;
     if (!t || !window.htmx) return Promise.resolve();
     if (!t.id) t.id = "sessions-table";
-    return htmx.ajax("GET", window.location.href, {
-      target: "#" + t.id,
-      swap: "outerHTML",
-      headers: { "HX-Runboard-Resync": "1" },
+    return htmx
+      .ajax("GET", window.location.href, {
+        target: "#" + t.id,
+        swap: "outerHTML",
+        headers: { "HX-Runboard-Resync": "1" },
+      })
+      .then(forgetListed);
+  }
+
+  // A push for a row not yet on the page may land while the re-fetch is on its
+  // way; once the fresh table lists that row, it is no longer a pending change.
+  function forgetListed() {
+    pendingIds.forEach(function (id) {
+      if (document.getElementById(id)) pendingIds.delete(id);
     });
+    showNotice();
   }
 
   function onMessage(event) {
