@@ -52,7 +52,12 @@
 
   window.setInterval(tickCountdowns, 1000);
 
+  // Closing an action's result shows its effect at once: the changes it caused
+  // arrived while the dialog was open, so they were held behind the notice.
   document.addEventListener("close", function (event) {
-    if (event.target === host()) host().innerHTML = "";
+    if (event.target !== host()) return;
+    var acted = host().querySelector('.badge[class*="result-"]') !== null;
+    host().innerHTML = "";
+    if (acted && window.runboardLive) window.runboardLive.resync();
   }, true);
 })();
