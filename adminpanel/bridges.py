@@ -21,6 +21,7 @@ from django.conf import settings
 
 from adminpanel import bridge_commands, recovery
 from adminpanel.broadcast import Broadcaster
+from adminpanel.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer, set_autocheckpoint
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Gateway
 from gateway_bridge.bridge import Bridge, ConnectionState
@@ -73,6 +74,8 @@ class BridgeSupervisor:
         self.ingestor = ingestor or Ingestor()
         # Changed sessions go to the viewers after ingest's transaction committed.
         self.broadcaster = broadcaster or Broadcaster()
+        # SQLite's log is copied back on a thread of its own, not inside ingest's commits.
+        self.checkpointer = Checkpointer()
         self.bridges = [self._bridge_for(t) for t in targets]
         self._states: dict[str, ConnectionState] = {}
         self._write = sync_to_async(self._apply, thread_sensitive=True)
@@ -117,6 +120,9 @@ class BridgeSupervisor:
         log.info("bridges_started", gateways=[b.gateway for b in self.bridges])
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
+        self.checkpointer.start()
+        if self.checkpointer.applies:
+            await sync_to_async(set_autocheckpoint, thread_sensitive=True)(0)
         self._tasks = [
             asyncio.create_task(b.run(), name=f"bridge:{b.gateway}") for b in self.bridges
         ]
@@ -158,6 +164,9 @@ class BridgeSupervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await sync_to_async(self._flush_states, thread_sensitive=True)()
+        if self.checkpointer.applies:
+            await asyncio.to_thread(self.checkpointer.stop)
+            await sync_to_async(set_autocheckpoint, thread_sensitive=True)(AUTOCHECKPOINT_DEFAULT)
         log.info("bridges_stopped", gateways=[b.gateway for b in self.bridges])
 
     def _flush_states(self) -> None:
