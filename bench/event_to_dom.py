@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -171,6 +172,13 @@ SWAPPED = """([id, since, locked]) =>
   window.__marks.find((m) => m[0] === id && m[1] >= since && m[2] === locked) || null"""
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class Load:
     """Quick turns on the load sessions at a rate that makes the gateway emit ``events_per_s``."""
 
@@ -280,8 +288,12 @@ async def scenario(workdir: Path, cookie: tuple[str, str]) -> dict[str, Any]:
             loading = asyncio.create_task(load.run(stop))
             await asyncio.sleep(1.0)
             emitted, started = load.emitted, time.monotonic()
+            assert server.process is not None
+            cpu_before = cpu_seconds(server.process.pid)
             loaded = await sample(page, gateway, probes, SAMPLES)
-            rate = (load.emitted - emitted) / (time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            server_cpu = (cpu_seconds(server.process.pid) - cpu_before) / elapsed
+            rate = (load.emitted - emitted) / elapsed
             stop.set()
             await loading
             received = await viewers.stop()
@@ -294,6 +306,7 @@ async def scenario(workdir: Path, cookie: tuple[str, str]) -> dict[str, Any]:
         "baseline": baseline,
         "loaded": loaded,
         "events_per_s": rate,
+        "server_cpu": server_cpu,
         "viewer_messages_min": min(messages) if messages else 0,
         "viewers": len(messages),
     }
@@ -321,6 +334,9 @@ def main() -> None:
                 "baseline_p50": round(percentile(baseline, 50), 1),
                 "ratio": round(p99 / base_p99, 2) if base_p99 else None,
                 "goal": "p99 <= 100",
+                # The web server's CPU under load (bridge, ingest, renders, fan-out), in
+                # cores: a figure the host's noise moves less than the latencies.
+                "server_cpu_cores": round(result["server_cpu"], 2),
             }
         )
     )
