@@ -81,7 +81,17 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_url("RUNBOARD_DATABASE_URL", "", schemes=("sqlite", "postgres", "postgresql"))
+DATABASE_URL = env_url(
+    "RUNBOARD_DATABASE_URL", "", schemes=("sqlite", "postgres", "postgresql"), hostless=("sqlite",)
+)
+
+
+# WAL lets the web server read while the bridge writes; any SQLite file gets these.
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
 
 
 def _database(url: str) -> dict[str, object]:
@@ -89,12 +99,7 @@ def _database(url: str) -> dict[str, object]:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "runboard.sqlite3",
-            # WAL lets the web server read while the bridge writes.
-            "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
+            "OPTIONS": dict(SQLITE_OPTIONS),
             # Tests use a file too, not SQLite's shared-cache memory database: there
             # a second thread (the broadcaster's renders) fails at once with "table
             # is locked" instead of waiting. One file per process, so parallel runs
@@ -105,7 +110,11 @@ def _database(url: str) -> dict[str, object]:
 
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parts.path)}
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": unquote(parts.path),
+            "OPTIONS": dict(SQLITE_OPTIONS),
+        }
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": parts.path.lstrip("/"),

@@ -75,3 +75,22 @@ def test_a_sqlite_database_url_needs_no_host(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("RUNBOARD_DATABASE_URL", "postgres:///runboard")
     with pytest.raises(SettingError, match="RUNBOARD_DATABASE_URL"):
         env_url("RUNBOARD_DATABASE_URL", "", schemes=("sqlite", "postgres"), hostless=("sqlite",))
+
+
+def test_a_sqlite_database_url_runs_in_wal_mode_like_the_default(tmp_path: Path) -> None:
+    db = tmp_path / "elsewhere.sqlite3"
+    env = {**os.environ, "RUNBOARD_DATABASE_URL": f"sqlite:///{db}"}
+    env["RUNBOARD_VAR_DIR"] = str(tmp_path)
+    ask = (
+        "from django.db import connection\n"
+        "with connection.cursor() as c:\n"
+        "    c.execute('PRAGMA journal_mode'); print(c.fetchone()[0])\n"
+        "    c.execute('PRAGMA synchronous'); print(c.fetchone()[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", ask],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wal", "1"]  # synchronous=NORMAL is 1
+    assert db.exists()
