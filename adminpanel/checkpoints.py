@@ -28,10 +28,11 @@ from django.db.backends.signals import connection_created
 
 log = structlog.get_logger(__name__)
 
-# SQLite's own default threshold; a log this long after a checkpoint means
-# readers held it back (a passive checkpoint copies only what nobody reads).
-WAL_PAGES_WARNING = 10_000
+# SQLite's own threshold (pages), restored when the checkpointer stops.
 AUTOCHECKPOINT_DEFAULT = 1000
+# A log this long after a checkpoint means readers held it back (a passive
+# checkpoint copies only what nobody still reads): worth a warning.
+WAL_PAGES_WARNING = 10_000
 
 _running = 0
 _running_lock = threading.Lock()
