@@ -359,6 +359,7 @@ async def test_a_row_that_was_quiet_goes_out_at_once_while_busy_rows_wait_for_th
     finally:
         stop.set()
         await running
-    # The quiet row did not wait for the hour; the held busy row rode along.
-    assert quiet[1] in html and busy[1] in html
+    # The quiet row did not wait for the hour, and went alone: the busy row still waits.
+    assert quiet[1] in html and busy[1] not in html
     assert broadcaster.messages == 3
+    assert broadcaster._pending == {busy}
