@@ -214,10 +214,10 @@ async def serve(bridge: Bridge, stop: asyncio.Event) -> None:
         if isinstance(reply_to, str):
             await layer.send(reply_to, {"type": "bridge.answer", **reply})
 
-    joined_at = 0.0
+    joined_at: float | None = None  # not 0.0: the monotonic clock counts from boot
     try:
         while not stop.is_set():
-            if time.monotonic() - joined_at > REJOIN_EVERY_S:
+            if joined_at is None or time.monotonic() - joined_at > REJOIN_EVERY_S:
                 await layer.group_add(group, channel)
                 joined_at = time.monotonic()
             try:

@@ -34,6 +34,7 @@ from django.db.models import Model
 from django.template.loader import get_template
 from django.utils import timezone
 
+from adminpanel.channel_hub import HubChannelLayer
 from adminpanel.models import Flag, Gateway, Session
 
 log = structlog.get_logger(__name__)
@@ -161,12 +162,16 @@ def _stuck_count() -> str:
 
 
 def _has_viewers(layer: BaseChannelLayer, group: str) -> bool:
-    """False only when the layer knows the group is empty (the in-memory layer does).
+    """False only when the layer knows the group is empty.
 
-    Then nothing is rendered: a viewer who connects later loads the page afresh.
+    The in-memory layer knows, and so does the hub's layer (a bridge process
+    next to the web server, ``channel_hub.py``); Redis is not asked. Then
+    nothing is rendered: a viewer who connects later loads the page afresh.
     """
     if isinstance(layer, InMemoryChannelLayer):
         return bool(layer.groups.get(group))
+    if isinstance(layer, HubChannelLayer):
+        return layer.has_members(group)
     return True
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from copy import deepcopy
 from typing import Any
 
@@ -34,12 +35,37 @@ class InProcessChannelLayer(InMemoryChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._next_clean = 0.0
+        # Called with a group's name after its membership may have changed.
+        self.member_listeners: set[Callable[[str], None]] = set()
+
+    def _members_changed(self, groups: list[str]) -> None:
+        for listener in list(self.member_listeners):
+            for group in groups:
+                listener(group)
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
         if now >= self._next_clean:
             self._next_clean = now + self.clean_every_s
+            before = {g: len(m) for g, m in self.groups.items()}
             super()._clean_expired()
+            if self.member_listeners:
+                self._members_changed(
+                    [g for g, n in before.items() if len(self.groups.get(g, ())) != n]
+                )
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await super().group_add(group, channel)
+        self._members_changed([group])
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await super().group_discard(group, channel)
+        self._members_changed([group])
+
+    async def flush(self) -> None:
+        groups = list(self.groups)
+        await super().flush()
+        self._members_changed(groups)
 
     def _queue(self, channel: str) -> asyncio.Queue[Any]:
         queue = self.channels.get(channel)

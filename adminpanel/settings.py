@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 
 from adminpanel.env import (
+    SettingError,
     env_bool,
     env_choice,
     env_float,
@@ -133,11 +134,25 @@ REDIS_URL = env_url("RUNBOARD_REDIS_URL", "", schemes=("redis", "rediss"))
 # Channel layers forget a group member after a day by default: a console left open longer
 # would silently stop receiving pushes. Members leave when their socket closes.
 GROUP_EXPIRY_S = 365 * 24 * 3600
+# Set by `manage.py demo` for its bridge process: the web process's channel hub socket.
+CHANNEL_HUB = env_str("RUNBOARD_CHANNEL_HUB", "")
+if CHANNEL_HUB and not os.path.isabs(CHANNEL_HUB):
+    raise SettingError(
+        f"RUNBOARD_CHANNEL_HUB={CHANNEL_HUB!r}: expected the absolute path of the hub's socket"
+    )
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "group_expiry": GROUP_EXPIRY_S},
+        }
+    }
+elif CHANNEL_HUB:
+    CHANNEL_LAYERS = {
+        "default": {
+            # The bridge process of `manage.py demo`: the web process's layer, over a socket.
+            "BACKEND": "adminpanel.channel_hub.HubChannelLayer",
+            "CONFIG": {"path": CHANNEL_HUB, "group_expiry": GROUP_EXPIRY_S},
         }
     }
 else:

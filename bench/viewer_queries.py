@@ -1,7 +1,7 @@
 """db_queries_per_s_per_viewer: database queries per second caused by viewers, at 1 and 100.
 
 The web server with the bridge runs in its own process (``serve`` below: the
-demo's ``serve_with_bridges`` with two additions). Every database connection
+demo's ``serve_with_bridges``, bridge inline, with two additions). Every database connection
 it opens counts each query it executes, attributed by a context variable to
 what caused it: work done for a WebSocket connection (``viewer``: its
 consumer, the session lookup at connect) or anything else (``server``:
@@ -98,7 +98,9 @@ def serve(port: int) -> None:
             time.sleep(0.1)
 
     threading.Thread(target=report, daemon=True, name="query-counts").start()
-    serve_with_bridges(port)
+    # The bridge on the web server's loop, so this one process's counter sees the
+    # bridge's queries too; a viewer's queries (its consumer's) are the same either way.
+    serve_with_bridges(port, inline=True)
 
 
 # --- the measurement ------------------------------------------------------------------

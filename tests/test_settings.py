@@ -94,3 +94,29 @@ def test_a_sqlite_database_url_runs_in_wal_mode_like_the_default(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["wal", "1"]  # synchronous=NORMAL is 1
     assert db.exists()
+
+
+def manage_py_says(
+    tmp_path: Path, env: dict[str, str], code: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=ROOT, env={**os.environ, "RUNBOARD_VAR_DIR": str(tmp_path), **env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_the_channel_hub_setting_picks_the_hub_layer_and_must_be_an_absolute_path(
+    tmp_path: Path,
+) -> None:
+    ask = (
+        "from channels.layers import get_channel_layer\n"
+        "layer = get_channel_layer(); print(type(layer).__name__, layer.path)\n"
+    )
+    hub = str(tmp_path / "hub.sock")
+    result = manage_py_says(tmp_path, {"RUNBOARD_CHANNEL_HUB": hub}, ask)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["HubChannelLayer", hub]
+    result = manage_py_says(tmp_path, {"RUNBOARD_CHANNEL_HUB": "hub.sock"}, ask)
+    assert result.returncode != 0
+    assert "RUNBOARD_CHANNEL_HUB='hub.sock': expected the absolute path" in result.stderr

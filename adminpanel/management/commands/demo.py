@@ -1,17 +1,18 @@
 """Start everything for the demo in one command: simulated gateways, bridges, web server.
 
-The web server (daphne) and the bridges share one process and one asyncio
-loop, because the in-memory channel layer only reaches consumers in its own
-process. The simulated gateways run in a child process, as a real gateway
-would run elsewhere; when ``RUNBOARD_GATEWAY_URL`` is set, none is started and
-the bridge connects to that gateway instead. Ctrl-C (or SIGTERM) stops all of it.
+The web server (daphne) runs here; the bridges run in a child process
+(``manage.py runbridge``) that reaches this process's in-memory channel layer
+through the channel hub (``adminpanel/bridge_process.py``), so ingest does not
+share a GIL with the viewers' sockets. ``--bridge inline`` runs them on the
+web server's own loop instead, as before. The simulated gateways run in a
+child process, as a real gateway would run elsewhere; when
+``RUNBOARD_GATEWAY_URL`` is set, none is started and the bridge connects to
+that gateway instead. Ctrl-C (or SIGTERM) stops all of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import signal
 import subprocess
 import sys
 from typing import Any
@@ -21,19 +22,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from adminpanel.api_auth import give_demo_token
+from adminpanel.bridge_process import die_with_parent, stop_process
 from adminpanel.models import Gateway
 
 log = structlog.get_logger(__name__)
 
 SIM_TOKEN = "sim-token"
 SIM_GATEWAYS = (("sim-eu", "2026.5.28"), ("sim-us", "2026.5.3"), ("sim-next", "2026.9"))
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: if the demo dies hard, the gateways go with it."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def sim_gateway_args(base_port: int, seed: int) -> list[str]:
@@ -60,6 +55,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--port", type=int, default=settings.RUNBOARD_DEMO_PORT)
+        parser.add_argument(
+            "--bridge",
+            choices=("process", "inline"),
+            default="process",
+            help="run the bridges in a child process (default) or on the web server's loop",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         give_demo_token(settings.RUNBOARD_DEMO_API_TOKEN)
@@ -68,43 +69,41 @@ class Command(BaseCommand):
             base = settings.RUNBOARD_SIM_BASE_PORT
             register_sim_gateways(base)
             sim = subprocess.Popen(
-                sim_gateway_args(base, settings.RUNBOARD_DEMO_SEED), preexec_fn=_die_with_parent
+                sim_gateway_args(base, settings.RUNBOARD_DEMO_SEED), preexec_fn=die_with_parent
             )
             log.info(
                 "sim_gateways_started", pid=sim.pid, ports=f"{base}-{base + len(SIM_GATEWAYS) - 1}"
             )
         try:
-            serve_with_bridges(options["port"])
+            serve_with_bridges(options["port"], inline=options["bridge"] == "inline")
         finally:
             if sim is not None:
                 stop_child(sim)
 
 
 def stop_child(child: subprocess.Popen[bytes]) -> None:
-    if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    stop_process(child)
     log.info("sim_gateways_stopped", returncode=child.returncode)
 
 
-def serve_with_bridges(port: int) -> None:
-    """daphne on loopback with the bridges on the same (Twisted-asyncio) loop."""
+def serve_with_bridges(port: int, *, inline: bool = False) -> None:
+    """daphne on loopback; the bridges in a child process, or ``inline`` on daphne's loop."""
+    from channels.layers import get_channel_layer
     from daphne import server as daphne_server
     from daphne.endpoints import build_endpoint_description_strings
     from twisted.internet import defer, reactor
 
     from adminpanel.asgi import application
+    from adminpanel.bridge_process import BridgeProcess
     from adminpanel.bridges import BridgeSupervisor, configured_gateways
 
     loop: asyncio.AbstractEventLoop = daphne_server.twisted_loop
     asyncio.set_event_loop(loop)
-    supervisor = BridgeSupervisor(configured_gateways())
     stop = asyncio.Event()
-    running = loop.create_task(supervisor.run(stop))
+    if inline:
+        running = loop.create_task(BridgeSupervisor(configured_gateways()).run(stop))
+    else:
+        running = loop.create_task(BridgeProcess(get_channel_layer()).run(stop))
 
     def before_shutdown() -> defer.Deferred[None]:
         stop.set()

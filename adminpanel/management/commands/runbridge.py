@@ -1,8 +1,9 @@
 """Run the bridges for the configured gateways until SIGTERM or Ctrl-C.
 
 A separate bridge process only reaches the browsers through a shared channel
-layer (Redis, ``RUNBOARD_REDIS_URL``); with the in-memory layer the bridge must
-live in the web server's process, which ``manage.py demo`` does.
+layer: Redis (``RUNBOARD_REDIS_URL``) in a deployment, or the web process's
+channel hub (``RUNBOARD_CHANNEL_HUB``), which ``manage.py demo`` sets for the
+bridge process it starts. With neither, nobody sees its pushes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Command(BaseCommand):
                 "no gateway configured: set RUNBOARD_GATEWAY_URL (and RUNBOARD_GATEWAY_TOKEN) "
                 "or add an enabled gateway in the admin"
             )
-        if not settings.REDIS_URL:
+        if not settings.REDIS_URL and not settings.CHANNEL_HUB:
             log.warning(
                 "channel_layer_not_shared",
                 detail="in-memory channel layer: browsers connected to another process "
