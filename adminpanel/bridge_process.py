@@ -77,8 +77,13 @@ class BridgeProcess:
         if self.hub is not None:
             env["RUNBOARD_CHANNEL_HUB"] = self.hub.path
         self.starts += 1
+        # A session of its own: Ctrl-C reaches the web process, which stops the child
+        # (a child stopping on the same Ctrl-C would look like a crash, and be restarted).
         child = subprocess.Popen(
-            [sys.executable, str(MANAGE_PY), "runbridge"], env=env, preexec_fn=die_with_parent
+            [sys.executable, str(MANAGE_PY), "runbridge"],
+            env=env,
+            preexec_fn=die_with_parent,
+            start_new_session=True,
         )
         log.info("bridge_process_started", pid=child.pid, starts=self.starts)
         return child

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -111,3 +113,64 @@ def test_the_demo_shows_the_seeded_failures_flagged_and_stops_cleanly_on_ctrl_c(
     assert demo.returncode == 0, output
     assert "sim_gateways_stopped" in output
     assert "returncode=0" in output
+
+
+def timeline_events(database: Path) -> int:
+    with contextlib.closing(sqlite3.connect(database, timeout=10)) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM adminpanel_timelineevent").fetchone()
+        return int(count)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+def test_the_demo_starts_its_bridge_process_again_when_it_dies(
+    demo_env: dict[str, str], tmp_path: Path
+) -> None:
+    manage(demo_env, "migrate", "--noinput")
+    demo = subprocess.Popen(
+        [sys.executable, "manage.py", "demo"],
+        cwd=ROOT, env=demo_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reading = threading.Thread(target=lambda: lines.extend(demo.stdout or ()), daemon=True)
+    reading.start()
+    database = tmp_path / "runboard.sqlite3"
+
+    def bridge_pids() -> list[int]:
+        return [int(m) for m in re.findall(r"bridge_process_started\s.*?pid=(\d+)", "".join(lines))]
+
+    def mirrored_since(count: int) -> bool:
+        with contextlib.suppress(sqlite3.OperationalError):
+            return timeline_events(database) > count
+        return False
+
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline and not mirrored_since(0):
+            time.sleep(0.5)
+        (first,) = bridge_pids()
+        os.kill(first, signal.SIGKILL)
+        while time.monotonic() < deadline and len(bridge_pids()) < 2:
+            time.sleep(0.2)
+        assert "bridge_process_exited" in "".join(lines)
+        second = bridge_pids()[1]
+        assert second != first and alive(second)
+        count = timeline_events(database)
+        while time.monotonic() < deadline and not mirrored_since(count):
+            time.sleep(0.5)
+        assert mirrored_since(count), "the restarted bridge process mirrors nothing"
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=30)
+        reading.join(timeout=5)
+    assert demo.returncode == 0, "".join(lines)
+    assert not any(alive(pid) for pid in bridge_pids())
+    assert "bridge_process_stopped" in "".join(lines)
