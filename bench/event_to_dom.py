@@ -15,6 +15,10 @@ registry events per second (quick turns on other sessions). The baseline,
 measured in the same run on the same server: the same samples with only the
 browser connected and no load. Goal: p99 <= 100 ms.
 
+Meanwhile, in both phases, a second operator loads the sessions page every
+0.5 s (``page_ms_*``): how long a page waits behind the rest of the web
+process's work.
+
 ``python -m bench.event_to_dom --bridge inline`` measures the older topology,
 the bridge on the web server's loop, for comparison.
 ``python -m bench.event_to_dom viewers URL COOKIE N`` is the viewers' process.
@@ -33,7 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +196,46 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
+class PageTimes:
+    """Loads the sessions page over HTTP every ``every_s``, as a second operator would.
+
+    Its wall time, from this process, is how long a page waits behind whatever
+    else the web process does (with the bridge inline: ingest and renders).
+    """
+
+    def __init__(self, url: str, cookie: tuple[str, str], every_s: float = 0.5) -> None:
+        self.request = urllib.request.Request(f"{url}/", headers={"Cookie": "=".join(cookie)})
+        self.every_s = every_s
+        self.times_ms: list[float] = []
+
+    def _load(self) -> float:
+        started = time.perf_counter()
+        with urllib.request.urlopen(self.request, timeout=30) as response:
+            response.read()
+            assert response.status == 200
+        return (time.perf_counter() - started) * 1000
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.times_ms.append(await asyncio.to_thread(self._load))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.every_s)
+
+
+async def timing_pages(
+    url: str, cookie: tuple[str, str], work: Awaitable[list[float]]
+) -> tuple[list[float], list[float]]:
+    """``work``'s result, and the page load times taken while it ran."""
+    pages, stop = PageTimes(url, cookie), asyncio.Event()
+    timing = asyncio.create_task(pages.run(stop))
+    try:
+        result = await work
+    finally:
+        stop.set()
+        await timing
+    return result, pages.times_ms
+
+
 class Load:
     """Quick turns on the load sessions at a rate that makes the gateway emit ``events_per_s``."""
 
@@ -290,7 +335,9 @@ async def scenario(workdir: Path, cookie: tuple[str, str], bridge: str) -> dict[
             await page.evaluate(OBSERVE_ROWS, [row_id for _, row_id in probes])
 
             await sample(page, gateway, probes, 5)  # warm-up
-            baseline = await sample(page, gateway, probes, SAMPLES)
+            baseline, pages_baseline = await timing_pages(
+                server.url, cookie, sample(page, gateway, probes, SAMPLES)
+            )
 
             load = Load(gateway, load_keys, EVENTS_PER_S)
             await load.calibrate()
@@ -305,7 +352,9 @@ async def scenario(workdir: Path, cookie: tuple[str, str], bridge: str) -> dict[
             children = child_pids(web)
             web_before = cpu_seconds(web)
             children_before = sum(cpu_seconds(pid) for pid in children)
-            loaded = await sample(page, gateway, probes, SAMPLES)
+            loaded, pages_loaded = await timing_pages(
+                server.url, cookie, sample(page, gateway, probes, SAMPLES)
+            )
             elapsed = time.monotonic() - started
             web_cpu = (cpu_seconds(web) - web_before) / elapsed
             bridge_cpu = (sum(cpu_seconds(p) for p in children) - children_before) / elapsed
@@ -322,6 +371,8 @@ async def scenario(workdir: Path, cookie: tuple[str, str], bridge: str) -> dict[
         "baseline": baseline,
         "loaded": loaded,
         "events_per_s": rate,
+        "pages_baseline": pages_baseline,
+        "pages_loaded": pages_loaded,
         "web_cpu": web_cpu,
         "bridge_cpu": bridge_cpu,
         "viewer_messages_min": min(messages) if messages else 0,
@@ -358,6 +409,10 @@ def main(argv: list[str]) -> None:
                 "ratio": round(p99 / base_p99, 2) if base_p99 else None,
                 "goal": "p99 <= 100",
                 "bridge": bridge,
+                # A second operator loading the sessions page every 0.5 s meanwhile.
+                "page_ms_p50": round(percentile(result["pages_loaded"], 50), 1),
+                "page_ms_p95": round(percentile(result["pages_loaded"], 95), 1),
+                "page_ms_p95_no_load": round(percentile(result["pages_baseline"], 95), 1),
                 # The server's CPU under load, in cores: a figure the host's noise moves
                 # less than the latencies. The web process serves pages and sockets; the
                 # bridge process (none with --bridge inline) mirrors, ingests and renders.
