@@ -206,7 +206,6 @@ class ChannelHub:
         self.path = ""
         self._server: asyncio.Server | None = None
         self._peers: set[_Peer] = set()
-        self.frames = 0
 
     async def start(self) -> None:
         self._dir = tempfile.mkdtemp(prefix="runboard-hub-")
@@ -234,7 +233,6 @@ class ChannelHub:
                     break
                 if frame is None:
                     break
-                self.frames += 1
                 try:
                     await peer.handle(frame)
                 except (HubProtocolError, TypeError, AssertionError) as exc:
