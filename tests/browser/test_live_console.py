@@ -110,7 +110,11 @@ async def test_url_filters_show_only_the_matching_rows(
 ) -> None:
     page = await session_listed(browser, server, gateway, OTHER)
     gateway.send_inbound(KEY, "WEDGE x")
-    await expect(page.locator("#live-apply")).to_be_visible(timeout=SHOWN_MS)
+    notice = page.locator("#live-apply")
+    await expect(notice).to_be_visible(timeout=SHOWN_MS)
+    await notice.click()
+    # The wedged turn must hold the lock first: an abort before that just ends the turn.
+    await expect(row_of_key(page, KEY).locator("time[datetime]")).to_be_visible(timeout=SHOWN_MS)
     gateway.abort(KEY)
     flagged = f"{server.url}/?gateway=sim-eu&flagged=1"
     for _ in range(100):
