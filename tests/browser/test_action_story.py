@@ -50,6 +50,8 @@ async def test_an_operator_clears_a_leaked_lock_and_the_waiting_message_is_answe
         await page.wait_for_timeout(200)
         await page.reload()
     await live(page)
+    # Running, not still queued: an abort of a queued turn just ends it, no leak.
+    await expect(row.locator(".badge.running")).to_be_visible(timeout=SHOWN_MS)
     gateway.abort(KEY)  # 2026.5.28: the wedged run ends but its lock stays
     gateway.send_inbound(KEY, "are you there?")  # waits behind the leaked lock, forever
 

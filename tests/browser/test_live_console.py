@@ -64,6 +64,7 @@ async def test_a_flag_appears_when_the_gateway_leaks_a_lock(
 
     gateway.send_inbound(KEY, "WEDGE x")
     await expect(row.locator("time[datetime]")).to_be_visible(timeout=SHOWN_MS)
+    await expect(row.locator(".badge.running")).to_be_visible(timeout=SHOWN_MS)
     gateway.abort(KEY)  # a wedged backend ignores it: 2026.5.28 keeps the lock
 
     flag = row.locator(".flag", has_text="terminal_but_held")
@@ -113,8 +114,8 @@ async def test_url_filters_show_only_the_matching_rows(
     notice = page.locator("#live-apply")
     await expect(notice).to_be_visible(timeout=SHOWN_MS)
     await notice.click()
-    # The wedged turn must hold the lock first: an abort before that just ends the turn.
-    await expect(row_of_key(page, KEY).locator("time[datetime]")).to_be_visible(timeout=SHOWN_MS)
+    # The wedged turn must be running first: an abort while it is queued just ends it.
+    await expect(row_of_key(page, KEY).locator(".badge.running")).to_be_visible(timeout=SHOWN_MS)
     gateway.abort(KEY)
     flagged = f"{server.url}/?gateway=sim-eu&flagged=1"
     for _ in range(100):
@@ -137,7 +138,7 @@ async def test_the_session_detail_shows_one_timeline_with_relative_and_absolute_
 ) -> None:
     page = await session_listed(browser, server, gateway, KEY)
     gateway.send_inbound(KEY, "WEDGE x")
-    await expect(row_of_key(page, KEY).locator("time[datetime]")).to_be_visible(timeout=SHOWN_MS)
+    await expect(row_of_key(page, KEY).locator(".badge.running")).to_be_visible(timeout=SHOWN_MS)
     gateway.abort(KEY)
     await expect(row_of_key(page, KEY).locator(".flag")).not_to_have_count(0, timeout=SHOWN_MS)
 
