@@ -405,6 +405,7 @@ class HubChannelLayer(BaseChannelLayer):
     async def group_add(self, group: str, channel: str) -> None:
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        await self._connection()  # first: a new connection replays what is recorded
         self._memberships.add((group, channel))
         await self._write({"op": "group_add", "group": group, "channel": channel})
 
@@ -421,6 +422,7 @@ class HubChannelLayer(BaseChannelLayer):
         self._waiting[channel] += 1
         try:
             if channel not in self._subscribed:
+                await self._connection()  # first: a new connection replays what is recorded
                 self._subscribed.add(channel)
                 await self._write({"op": "subscribe", "channel": channel})
             return await queue.get()

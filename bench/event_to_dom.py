@@ -188,7 +188,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def child_pids(pid: int) -> list[int]:
-    """The server's live child processes (the bridge process, the web server's none else)."""
+    """The server's live child processes: its bridge process, if it runs one."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
