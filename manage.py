@@ -8,8 +8,8 @@ import sys
 
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "adminpanel.settings")
-    from adminpanel.env import SettingError
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "runboard.settings")
+    from runboard.env import SettingError
 
     try:
         from django.core.management import execute_from_command_line

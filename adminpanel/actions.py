@@ -27,8 +27,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from adminpanel import audit
-from adminpanel.bridge_commands import CommandAnswer, call_bridge
+from adminpanel.audit import chain as audit
+from adminpanel.bridges.commands import CommandAnswer, call_bridge
 from adminpanel.models import AuditEntry, DispatchSkip, Session, Waiter
 from gateway_bridge.errors import GatewayError
 

@@ -3,7 +3,7 @@
 Everything below ``Gateway``'s editable fields is *mirrored* state, written
 only by ``adminpanel.ingest`` (one writer per kind of state, DESIGN.md).
 Times are stored in UTC; ingest works on epoch seconds and converts at the edge.
-``AuditEntry`` is written only by ``adminpanel.audit`` (append-only, hash-chained);
+``AuditEntry`` is written only by ``adminpanel.audit.chain`` (append-only, hash-chained);
 ``RecoveryPolicy`` and ``ApiToken`` are settings an admin edits.
 """
 
@@ -99,7 +99,7 @@ class Session(models.Model):
     flag_count = models.PositiveIntegerField(default=0)
     worst_severity = models.CharField(max_length=16, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
-    # A recovery policy's countdown on this lock; written only by adminpanel.recovery.
+    # A recovery policy's countdown on this lock; written only by adminpanel.bridges.recovery.
     auto_action_at = models.DateTimeField(null=True, blank=True)
     auto_policy = models.CharField(max_length=64, blank=True)
 

@@ -296,7 +296,7 @@ async def scenario(workdir: Path, cookie: tuple[str, str], bridge: str) -> dict[
     from playwright.async_api import async_playwright
 
     from adminpanel.models import Session
-    from gateway_bridge.simgateway.server import SimGateway
+    from simgateway.server import SimGateway
 
     gateway = SimGateway(name=GATEWAY, profile="2026.9", token=SIM_TOKEN, **FAST)  # type: ignore[arg-type]
     await gateway.start()

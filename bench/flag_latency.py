@@ -37,12 +37,12 @@ DEADLINE_S = 60.0
 async def scenario() -> tuple[list[float], list[float]]:
     from asgiref.sync import sync_to_async
 
-    from adminpanel.bridges import BridgeSupervisor, GatewayTarget
+    from adminpanel.bridges.supervisor import BridgeSupervisor, GatewayTarget
     from adminpanel.detect import Thresholds
     from adminpanel.ingest import Ingestor
     from adminpanel.models import Flag
     from gateway_bridge.events import RegistryEvent
-    from gateway_bridge.simgateway.server import SimGateway
+    from simgateway.server import SimGateway
 
     event_latencies: list[float] = []
 

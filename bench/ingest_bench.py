@@ -35,7 +35,7 @@ TIMELINE_TABLE = "adminpanel_timelineevent"
 
 def _setup_django(workdir: Path) -> None:
     """Point Django at a scratch SQLite file (WAL, the default settings) and set it up."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "adminpanel.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "runboard.settings")
     from django.conf import settings
 
     if not settings.configured:

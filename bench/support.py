@@ -9,7 +9,7 @@ from pathlib import Path
 
 def setup_django(workdir: Path) -> None:
     """Point Django at a scratch SQLite file under ``workdir`` (WAL), set it up and migrate."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "adminpanel.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "runboard.settings"
     os.environ["RUNBOARD_DATABASE_URL"] = ""
     os.environ["RUNBOARD_VAR_DIR"] = str(workdir)
     os.environ.setdefault("RUNBOARD_LOG_LEVEL", "WARNING")

@@ -59,7 +59,7 @@ def serve(port: int) -> None:
     django.setup()
     from django.db.backends.signals import connection_created
 
-    import adminpanel.asgi
+    import runboard.asgi
     from adminpanel.management.commands.demo import serve_with_bridges
 
     counts: collections.Counter[str] = collections.Counter()
@@ -75,7 +75,7 @@ def serve(port: int) -> None:
             connection.execute_wrappers.append(counting)
 
     connection_created.connect(on_connection, weak=False)
-    inner = adminpanel.asgi.application
+    inner = runboard.asgi.application
 
     async def attributed(scope: Any, receive: Any, send: Any) -> None:
         token = ORIGIN.set("viewer" if scope["type"] == "websocket" else scope["type"])
@@ -84,7 +84,7 @@ def serve(port: int) -> None:
         finally:
             ORIGIN.reset(token)
 
-    adminpanel.asgi.application = attributed  # type: ignore[assignment]
+    runboard.asgi.application = attributed  # type: ignore[assignment]
     target = Path(os.environ["RUNBOARD_VAR_DIR"]) / COUNTS_FILE
 
     def report() -> None:
@@ -142,7 +142,7 @@ async def window(
 
 
 async def scenario(workdir: Path, cookie: tuple[str, str]) -> dict[int, dict[str, float]]:
-    from gateway_bridge.simgateway.server import SimGateway
+    from simgateway.server import SimGateway
 
     gateway = SimGateway(name=GATEWAY, profile="2026.9", token=SIM_TOKEN, **FAST)  # type: ignore[arg-type]
     await gateway.start()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 
 SimGatewayFactory = Callable[..., Awaitable[SimGateway]]
 # Short turns, so a test sees whole runs in well under a second.

@@ -15,11 +15,11 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 from asgiref.sync import sync_to_async
 
-from adminpanel.bridges import BridgeSupervisor
+from adminpanel.bridges.supervisor import BridgeSupervisor
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
 from adminpanel.models import DispatchSkip, Flag, Run, Session, TimelineEvent
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 from tests.actions.support import eventually
 from tests.actions.support import mirrored as mirrored_by_bridge
 from tests.fixtures_sim import FAST, SimGatewayFactory

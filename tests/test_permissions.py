@@ -17,9 +17,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import AsyncClient, Client
 
-from adminpanel.asgi import application
-from adminpanel.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from adminpanel.live.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from adminpanel.models import Session
+from runboard.asgi import application
 from tests.actions.support import role_users
 from tests.test_views import Stream, ingest, locked_sessions
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from adminpanel.runtime import freeze_imported_objects
+from runboard.runtime import freeze_imported_objects
 
 
 def test_freezing_leaves_the_imported_objects_out_of_collections() -> None:
@@ -16,6 +16,6 @@ def test_freezing_leaves_the_imported_objects_out_of_collections() -> None:
 
 
 def test_the_asgi_application_freezes_on_import() -> None:
-    import adminpanel.asgi  # noqa: F401
+    import runboard.asgi  # noqa: F401
 
     assert gc.get_freeze_count() > 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adminpanel.env import SettingError, env_bool, env_float, env_phase_seconds, env_url
+from runboard.env import SettingError, env_bool, env_float, env_phase_seconds, env_url
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import pytest
 from asgiref.sync import sync_to_async
 
-from adminpanel.bridges import BridgeSupervisor
+from adminpanel.bridges.supervisor import BridgeSupervisor
 from adminpanel.models import Session
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 from tests.actions.support import HUNG, hung_run, mirrored
 from tests.fixtures_sim import FAST, SimGatewayFactory
 

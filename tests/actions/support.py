@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group, User
 
-from adminpanel.bridges import BridgeSupervisor, GatewayTarget
+from adminpanel.bridges.supervisor import BridgeSupervisor, GatewayTarget
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Session
 from adminpanel.roles import ROLES, ensure_roles
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 
 HUNG = "agent:main:telegram:direct:hung"
 

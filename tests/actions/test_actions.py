@@ -8,8 +8,9 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from adminpanel import actions, audit
+from adminpanel import actions
 from adminpanel.actions import ActionRefused, Actor, Target
+from adminpanel.audit import chain as audit
 from adminpanel.models import AuditEntry, Session, Waiter
 from tests.actions.conftest import Hung
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored

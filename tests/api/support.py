@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.test import AsyncClient, Client
 
-from adminpanel import api_auth
+from adminpanel.api import tokens as api_auth
 from tests.actions.support import role_users
 
 # Every role the matrix checks; "anonymous" sends no token, "nobody" is a user in no group.

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from adminpanel.api import MAX_BODY_BYTES
+from adminpanel.api.views import MAX_BODY_BYTES
 from adminpanel.models import AuditEntry
 from tests.api.support import post
 from tests.test_views import Stream, ingest, locked_sessions

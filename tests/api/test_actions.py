@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from adminpanel.models import AuditEntry
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
 from tests.api.support import aget, apost, role_tokens
 from tests.fixtures_sim import FAST, SimGatewayFactory

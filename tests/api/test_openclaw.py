@@ -16,7 +16,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from adminpanel.bridges import BridgeSupervisor, GatewayTarget
+from adminpanel.bridges.supervisor import BridgeSupervisor, GatewayTarget
 from adminpanel.models import Gateway
 from gateway_bridge.client import GatewayClient
 from gateway_bridge.errors import GatewayRejected

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from adminpanel import api_auth
+from adminpanel.api import tokens as api_auth
 from adminpanel.models import ApiToken
 from tests.api.support import get
 from tests.users import make_user

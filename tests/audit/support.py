@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from adminpanel import audit
+from adminpanel.audit import chain as audit
 from adminpanel.models import AuditEntry, Gateway, Session
 
 KEY = "agent:main:telegram:direct:alice"

@@ -13,8 +13,8 @@ import pytest
 from django.http import StreamingHttpResponse
 from django.test import Client
 
-from adminpanel import audit_views
-from adminpanel.audit_views import CSV_COLUMNS, attempt_json, attempts
+from adminpanel.audit import views as audit_views
+from adminpanel.audit.views import CSV_COLUMNS, attempt_json, attempts
 from tests.audit.support import attempt
 
 pytestmark = pytest.mark.django_db

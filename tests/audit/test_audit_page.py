@@ -10,7 +10,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from adminpanel import audit_views
+from adminpanel.audit import views as audit_views
 from tests.audit.support import KEY, attempt, attempt_ids, audit_clock, make_session, next_link
 from tests.users import make_user
 

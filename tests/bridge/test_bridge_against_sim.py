@@ -18,7 +18,7 @@ from gateway_bridge.events import (
     Snapshot,
     WaiterAdded,
 )
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 from tests.bridge.scripted import until
 from tests.bridge.support import ListSink, StateLog, quick_bridge_settings, running
 from tests.fixtures_sim import FAST, SimGatewayFactory

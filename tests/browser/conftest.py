@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 from tests.app_server import AppServer
 from tests.fixtures_sim import FAST, SimGatewayFactory
 

@@ -10,7 +10,7 @@ import re
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 from tests.browser.conftest import PASSWORD, Server, live
 
 pytestmark = pytest.mark.slow

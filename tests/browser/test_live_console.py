@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 from tests.browser.conftest import Server, live, logged_in_page
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 from tests.contract.targets import (
     REAL_STUCK_AFTER_S,
     SIM_KNOBS,

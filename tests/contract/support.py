@@ -10,7 +10,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from adminpanel.bridges import BridgeSupervisor, GatewayTarget
+from adminpanel.bridges.supervisor import BridgeSupervisor, GatewayTarget
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Flag, Gateway, Run, Session, TimelineEvent, Waiter

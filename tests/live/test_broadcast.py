@@ -14,9 +14,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils.html import escape
 
-from adminpanel.broadcast import GROUP, MESSAGE_TYPE, Broadcaster, _Bucket, render_changes
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
+from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE, Broadcaster, _Bucket, render_changes
 from adminpanel.models import Flag, Session
 from gateway_bridge.events import GatewayStarted, LockAcquired, RegistryEvent, RunEnded
 

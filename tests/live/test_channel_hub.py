@@ -12,10 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from adminpanel import bridge_commands, channel_hub
-from adminpanel.broadcast import _has_viewers
-from adminpanel.channel_hub import ChannelHub, HubChannelLayer, HubUnavailable, encode
-from adminpanel.channel_layer import InProcessChannelLayer
+from adminpanel.bridges import commands as bridge_commands
+from adminpanel.live import hub as channel_hub
+from adminpanel.live.broadcast import _has_viewers
+from adminpanel.live.hub import ChannelHub, HubChannelLayer, HubUnavailable, encode
+from adminpanel.live.memory_layer import InProcessChannelLayer
 
 PUSH = {"type": "sessions.changed", "html": "<tr id='s-1'>é</tr>", "rows": 1}
 

@@ -9,7 +9,7 @@ import pytest
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
-from adminpanel.channel_layer import InProcessChannelLayer
+from adminpanel.live.memory_layer import InProcessChannelLayer
 
 
 async def members(layer: InProcessChannelLayer, count: int, group: str = "g") -> list[str]:

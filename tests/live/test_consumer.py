@@ -11,9 +11,9 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
-from adminpanel.asgi import application
-from adminpanel.broadcast import GROUP, MESSAGE_TYPE
-from adminpanel.consumers import CLOSE_UNAUTHENTICATED
+from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE
+from adminpanel.live.consumers import CLOSE_UNAUTHENTICATED
+from runboard.asgi import application
 from tests.users import make_user
 
 PATH = "/ws/sessions/"

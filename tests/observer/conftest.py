@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateway_bridge.simgateway.server import SimGateway
+from simgateway.server import SimGateway
 
 
 class PluginlessSimGateway(SimGateway):

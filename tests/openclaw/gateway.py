@@ -4,7 +4,7 @@ Each gateway gets a scratch ``HOME`` holding its own ``~/.openclaw/openclaw.json
 (a custom OpenAI-compatible provider pointing at the fake model server, that
 provider's model as the agents' default, the gateway's log file inside the
 scratch folder and, with ``plugin=True``, ``plugins.load.paths`` naming
-``gateway_bridge/openclaw_plugin``). It runs ``openclaw gateway run
+``openclaw_plugin``). It runs ``openclaw gateway run
 --allow-unconfigured --auth token --token T --port P --bind loopback`` with the
 pinned Node, waits for ``/readyz`` = 200 on the same port, and stops with
 SIGTERM, then SIGKILL if it lingers. Nothing listens beyond loopback.

@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway_bridge.simgateway.profiles import PROFILES, Knobs
-from gateway_bridge.simgateway.registry import ReplyRunRegistry
-from gateway_bridge.simgateway.scheduler import ManualClock, Scheduler
+from simgateway.profiles import PROFILES, Knobs
+from simgateway.registry import ReplyRunRegistry
+from simgateway.scheduler import ManualClock, Scheduler
 
 KEY = "agent:main:telegram:direct:42"
 OTHER = "agent:main:telegram:direct:43"

@@ -8,9 +8,9 @@ import itertools
 
 import pytest
 
-from gateway_bridge.simgateway.cli import parse_gateway, serve
-from gateway_bridge.simgateway.registry import ReplyRunRegistry
-from gateway_bridge.simgateway.workload import Action, Workload
+from simgateway.cli import parse_gateway, serve
+from simgateway.registry import ReplyRunRegistry
+from simgateway.workload import Action, Workload
 from tests.simgateway.raw_client import RawClient
 from tests.simgateway.registry_helpers import Rig, rig
 

@@ -12,7 +12,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from adminpanel.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer, set_autocheckpoint
+from adminpanel.bridges.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer, set_autocheckpoint
 from adminpanel.models import Gateway
 from tests.actions.support import eventually, mirrored
 from tests.fixtures_sim import SimGatewayFactory

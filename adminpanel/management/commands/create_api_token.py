@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from adminpanel import api_auth
+from adminpanel.api import tokens as api_auth
 
 
 class Command(BaseCommand):

@@ -21,8 +21,8 @@ import structlog
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from adminpanel.api_auth import give_demo_token
-from adminpanel.bridge_process import die_with_parent, stop_process
+from adminpanel.api.tokens import give_demo_token
+from adminpanel.bridges.child_process import die_with_parent, stop_process
 from adminpanel.models import Gateway
 
 log = structlog.get_logger(__name__)
@@ -32,7 +32,7 @@ SIM_GATEWAYS = (("sim-eu", "2026.5.28"), ("sim-us", "2026.5.3"), ("sim-next", "2
 
 
 def sim_gateway_args(base_port: int, seed: int) -> list[str]:
-    args = [sys.executable, "-m", "gateway_bridge.simgateway", "--token", SIM_TOKEN]
+    args = [sys.executable, "-m", "simgateway", "--token", SIM_TOKEN]
     for offset, (name, profile) in enumerate(SIM_GATEWAYS):
         args += ["--gateway", f"{name}={profile}:{base_port + offset}"]
     return [*args, "--workload", "demo", "--seed", str(seed)]
@@ -93,9 +93,9 @@ def serve_with_bridges(port: int, *, inline: bool = False) -> None:
     from daphne.endpoints import build_endpoint_description_strings
     from twisted.internet import defer, reactor
 
-    from adminpanel.asgi import application
-    from adminpanel.bridge_process import BridgeProcess
-    from adminpanel.bridges import BridgeSupervisor, configured_gateways
+    from adminpanel.bridges.child_process import BridgeProcess
+    from adminpanel.bridges.supervisor import BridgeSupervisor, configured_gateways
+    from runboard.asgi import application
 
     loop: asyncio.AbstractEventLoop = daphne_server.twisted_loop
     asyncio.set_event_loop(loop)

@@ -16,8 +16,8 @@ import structlog
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from adminpanel.bridges import BridgeSupervisor, configured_gateways
-from adminpanel.runtime import freeze_imported_objects
+from adminpanel.bridges.supervisor import BridgeSupervisor, configured_gateways
+from runboard.runtime import freeze_imported_objects
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""``manage.py simgateway``: the simulated gateways' CLI (gateway_bridge.simgateway.cli)."""
+"""``manage.py simgateway``: the simulated gateways' CLI (simgateway.cli)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from gateway_bridge.simgateway import cli
+from simgateway import cli
 
 
 class Command(BaseCommand):

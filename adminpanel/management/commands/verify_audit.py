@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from adminpanel import audit
+from adminpanel.audit import chain as audit
 
 log = structlog.get_logger(__name__)
 

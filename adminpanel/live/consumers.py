@@ -12,7 +12,7 @@ import structlog
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from adminpanel.broadcast import GROUP, MESSAGE_TYPE
+from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE
 from adminpanel.roles import VIEW
 
 log = structlog.get_logger(__name__)

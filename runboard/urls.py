@@ -4,7 +4,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from adminpanel import action_views, audit_views, views
+from adminpanel import action_views, views
+from adminpanel.audit import views as audit_views
 
 urlpatterns = [
     path("", views.sessions, name="sessions"),
@@ -22,7 +23,7 @@ urlpatterns = [
     path("audit/<int:pk>/", audit_views.audit_entry, name="audit_entry"),
     path("audit/export.csv", audit_views.export_csv, name="audit_export_csv"),
     path("audit/export.json", audit_views.export_json, name="audit_export_json"),
-    path("api/v1/", include("adminpanel.api")),
+    path("api/v1/", include("adminpanel.api.views")),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

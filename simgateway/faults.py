@@ -11,7 +11,7 @@ import json
 import random
 from collections.abc import Callable
 
-from gateway_bridge.simgateway.profiles import Knobs
+from simgateway.profiles import Knobs
 
 # How long a partly filled reorder window may hold events back.
 REORDER_FLUSH_S = 0.02

@@ -30,8 +30,8 @@ import structlog
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 
-from adminpanel.channel_hub import ChannelHub
-from adminpanel.channel_layer import InProcessChannelLayer
+from adminpanel.live.hub import ChannelHub
+from adminpanel.live.memory_layer import InProcessChannelLayer
 
 log = structlog.get_logger(__name__)
 

@@ -34,7 +34,7 @@ from django.db.models import Model
 from django.template.loader import get_template
 from django.utils import timezone
 
-from adminpanel.channel_hub import HubChannelLayer
+from adminpanel.live.hub import HubChannelLayer
 from adminpanel.models import Flag, Gateway, Session
 
 log = structlog.get_logger(__name__)

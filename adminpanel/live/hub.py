@@ -51,7 +51,7 @@ import structlog
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
-from adminpanel.channel_layer import InProcessChannelLayer
+from adminpanel.live.memory_layer import InProcessChannelLayer
 
 log = structlog.get_logger(__name__)
 

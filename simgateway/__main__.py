@@ -2,6 +2,6 @@ from __future__ import annotations
 
 import sys
 
-from gateway_bridge.simgateway.cli import main
+from simgateway.cli import main
 
 sys.exit(main())

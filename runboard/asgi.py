@@ -6,7 +6,7 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "adminpanel.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "runboard.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
@@ -14,8 +14,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from adminpanel.consumers import SessionsConsumer  # noqa: E402
-from adminpanel.runtime import freeze_imported_objects  # noqa: E402
+from adminpanel.live.consumers import SessionsConsumer  # noqa: E402
+from runboard.runtime import freeze_imported_objects  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws/sessions/", SessionsConsumer.as_asgi()),

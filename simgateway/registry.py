@@ -42,10 +42,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway_bridge.simgateway.backend import TurnPlan, plan_turn
-from gateway_bridge.simgateway.chatevents import RunEvents
-from gateway_bridge.simgateway.profiles import Knobs, Profile
-from gateway_bridge.simgateway.scheduler import Scheduler, Timer
+from simgateway.backend import TurnPlan, plan_turn
+from simgateway.chatevents import RunEvents
+from simgateway.profiles import Knobs, Profile
+from simgateway.scheduler import Scheduler, Timer
 
 PREVIEW_CHARS = 120
 TEXT_CHARS = 8000

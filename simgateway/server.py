@@ -45,12 +45,12 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 
 from gateway_bridge import frames
-from gateway_bridge.simgateway import methods
-from gateway_bridge.simgateway.faults import SubscriberFaults
-from gateway_bridge.simgateway.gatewaylog import GatewayLog
-from gateway_bridge.simgateway.profiles import Knobs, get_profile
-from gateway_bridge.simgateway.registry import ReplyRunRegistry, ms
-from gateway_bridge.simgateway.scheduler import Scheduler
+from simgateway import methods
+from simgateway.faults import SubscriberFaults
+from simgateway.gatewaylog import GatewayLog
+from simgateway.profiles import Knobs, get_profile
+from simgateway.registry import ReplyRunRegistry, ms
+from simgateway.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)
 

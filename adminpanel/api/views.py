@@ -27,8 +27,9 @@ from django.urls import path, re_path
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from adminpanel import actions, api_auth
-from adminpanel.audit_views import AuditFilterForm, attempt_json, attempts
+from adminpanel import actions
+from adminpanel.api import tokens as api_auth
+from adminpanel.audit.views import AuditFilterForm, attempt_json, attempts
 from adminpanel.forms import CursorField, SessionFilterForm, StrictQueryForm, encode_cursor
 from adminpanel.models import Gateway, Session
 from adminpanel.roles import ACTION_PERMISSION, VIEW, VIEW_AUDIT

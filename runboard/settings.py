@@ -11,7 +11,8 @@ from pathlib import Path
 
 import structlog
 
-from adminpanel.env import (
+from gateway_bridge.events import PHASES
+from runboard.env import (
     SettingError,
     env_bool,
     env_choice,
@@ -22,7 +23,6 @@ from adminpanel.env import (
     env_str,
     env_url,
 )
-from gateway_bridge.events import PHASES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("RUNBOARD_VAR_DIR", str(BASE_DIR / "var")))
@@ -64,8 +64,8 @@ MIDDLEWARE = [
     "django_structlog.middlewares.RequestMiddleware",
 ]
 
-ROOT_URLCONF = "adminpanel.urls"
-ASGI_APPLICATION = "adminpanel.asgi.application"
+ROOT_URLCONF = "runboard.urls"
+ASGI_APPLICATION = "runboard.asgi.application"
 
 TEMPLATES = [
     {
@@ -151,7 +151,7 @@ elif CHANNEL_HUB:
     CHANNEL_LAYERS = {
         "default": {
             # The bridge process of `manage.py demo`: the web process's layer, over a socket.
-            "BACKEND": "adminpanel.channel_hub.HubChannelLayer",
+            "BACKEND": "adminpanel.live.hub.HubChannelLayer",
             "CONFIG": {"path": CHANNEL_HUB, "group_expiry": GROUP_EXPIRY_S},
         }
     }
@@ -159,7 +159,7 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             # Channels' in-memory layer, with a cheaper group send (channel_layer.py).
-            "BACKEND": "adminpanel.channel_layer.InProcessChannelLayer",
+            "BACKEND": "adminpanel.live.memory_layer.InProcessChannelLayer",
             "CONFIG": {"group_expiry": GROUP_EXPIRY_S},
         }
     }

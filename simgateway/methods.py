@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from gateway_bridge.simgateway.registry import TEXT_CHARS, ms
+from simgateway.registry import TEXT_CHARS, ms
 
 if TYPE_CHECKING:
-    from gateway_bridge.simgateway.server import Connection, SimGateway
+    from simgateway.server import Connection, SimGateway
 
 READ, WRITE, ADMIN = "operator.read", "operator.write", "operator.admin"
 # A broader operator scope satisfies a narrower one.

@@ -19,10 +19,11 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from adminpanel import bridge_commands, recovery
-from adminpanel.broadcast import Broadcaster
-from adminpanel.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer, set_autocheckpoint
+from adminpanel.bridges import commands as bridge_commands
+from adminpanel.bridges import recovery
+from adminpanel.bridges.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer, set_autocheckpoint
 from adminpanel.ingest import Ingestor
+from adminpanel.live.broadcast import Broadcaster
 from adminpanel.models import Gateway
 from gateway_bridge.bridge import Bridge, ConnectionState
 from gateway_bridge.errors import GatewayError

@@ -1,10 +1,10 @@
-"""``python -m gateway_bridge.simgateway`` (and ``manage.py simgateway``).
+"""``python -m simgateway`` (and ``manage.py simgateway``).
 
 Runs one or more simulated gateways in one process, each with its own
 profile and port, drives them with a workload, and stops them cleanly on
 SIGINT/SIGTERM::
 
-    python -m gateway_bridge.simgateway --gateway sim-eu=2026.5.28:18789 \\
+    python -m simgateway --gateway sim-eu=2026.5.28:18789 \\
         --gateway sim-next=2026.9:18791 --token T --workload demo --seed 7
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import structlog
 
-from gateway_bridge.simgateway.profiles import PROFILES, Knobs
-from gateway_bridge.simgateway.server import SimGateway
-from gateway_bridge.simgateway.workload import Workload
+from simgateway.profiles import PROFILES, Knobs
+from simgateway.server import SimGateway
+from simgateway.workload import Workload
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway_bridge.simgateway",
+        prog="python -m simgateway",
         description="Run simulated OpenClaw gateways with Runboard's registry methods.",
     )
     add_arguments(parser)

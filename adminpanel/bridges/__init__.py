@@ -1,0 +1,1 @@
+"""Running the bridges: one per gateway, feeding ingest; their process, commands and recovery."""
