@@ -10,15 +10,17 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 BASE_PYTHON := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { command -v $$p; break; }; done)
 
-# Debian's Chromium drives the browser tests: Playwright's own browser download
-# cannot work here, so it is launched with executable_path.
-CHROMIUM := /usr/bin/chromium
+.PHONY: help venv system-deps openclaw-deps demo test test-fast test-backends lint bench migrate clean
 
-.PHONY: help venv system-deps openclaw-deps demo test lint bench migrate clean
+# Tests that need neither Chromium nor OpenClaw: the edit-and-test loop.
+FAST := -m "not browser and not openclaw"
+# The folders that also run on PostgreSQL and Redis (stack/with_backends.py).
+BACKEND_TESTS := tests/ingest tests/live tests/actions tests/api tests/audit
 
 help:
-	@echo "make demo   set up and start Runboard with a simulated gateway on http://127.0.0.1:8000"
-	@echo "make test   set up and run the whole test suite"
+	@echo "make demo       set up and start Runboard with a simulated gateway on http://127.0.0.1:8000"
+	@echo "make test       set up and run the whole test suite (SQLite, then PostgreSQL and Redis)"
+	@echo "make test-fast  the tests that need neither Chromium nor OpenClaw (a few minutes)"
 	@echo "make bench  run the benchmarks (JSON lines on stdout)"
 	@echo "make lint   ruff and mypy"
 
@@ -38,13 +40,20 @@ demo: migrate
 	$(PY) manage.py demo_users
 	$(PY) manage.py demo
 
+# Debian's Chromium drives the browser tests (Playwright's own browser download
+# cannot work here, so it is launched with executable_path); PostgreSQL and
+# Redis are the production backends test-backends runs on.
 system-deps:
-	@if [ ! -x $(CHROMIUM) ]; then \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	test -x /usr/lib/postgresql/15/bin/postgres || missing="$$missing postgresql-15"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's chromium for the browser tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    echo "installing Debian packages the tests need:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "error: $(CHROMIUM) is missing; install Debian's chromium package (apt-get install chromium)" >&2; \
+	    echo "error: missing Debian packages:$$missing (apt-get install$$missing, as root)" >&2; \
 	    exit 1; \
 	  fi; \
 	fi
@@ -56,11 +65,20 @@ openclaw-deps: venv
 
 test: venv system-deps openclaw-deps
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-backends
+
+test-fast: venv
+	$(PY) -m pytest $(FAST)
+
+# The store, ingest, live, actions, API and audit tests again, on a fresh
+# PostgreSQL 15 and Redis 7 started on loopback in a temporary folder.
+test-backends: venv system-deps
+	$(PY) -m stack.with_backends -- $(PY) -m pytest -m "not sqlite_only and not browser and not openclaw" $(BACKEND_TESTS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy adminpanel gateway_bridge
+	$(VENV)/bin/mypy adminpanel gateway_bridge runboard simgateway stack
 
 bench: venv
 	$(PY) -m bench

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+import dj_database_url
 import structlog
 
 from gateway_bridge.events import PHASES
@@ -82,6 +84,8 @@ TEMPLATES = [
     },
 ]
 
+DB_POOL_MAX = env_int("RUNBOARD_DB_POOL_MAX", 20, minimum=1)
+DB_POOL_TIMEOUT_S = env_float("RUNBOARD_DB_POOL_TIMEOUT_S", 10.0, minimum=0.1)
 DATABASE_URL = env_url(
     "RUNBOARD_DATABASE_URL", "", schemes=("sqlite", "postgres", "postgresql"), hostless=("sqlite",)
 )
@@ -95,7 +99,7 @@ SQLITE_OPTIONS = {
 }
 
 
-def _database(url: str) -> dict[str, object]:
+def _database(url: str) -> dict[str, Any]:
     if not url:
         return {
             "ENGINE": "django.db.backends.sqlite3",
@@ -107,24 +111,21 @@ def _database(url: str) -> dict[str, object]:
             # do not collide.
             "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
         }
-    from urllib.parse import unquote, urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": unquote(parts.path),
-            "OPTIONS": dict(SQLITE_OPTIONS),
-        }
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": parts.path.lstrip("/"),
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
-        "CONN_MAX_AGE": 60,
+    # dj-database-url keeps the URL's query options (sslmode, connect_timeout …).
+    config: dict[str, Any] = dict(dj_database_url.parse(url))
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
+        return config
+    config["ENGINE"] = "django.db.backends.postgresql"
+    # Under ASGI each request may run on another thread: Django's own advice is
+    # no persistent connections (CONN_MAX_AGE 0) and psycopg's pool instead.
+    config["CONN_MAX_AGE"] = 0
+    config["OPTIONS"] = {
+        "pool": {"min_size": 1, "max_size": DB_POOL_MAX, "timeout": DB_POOL_TIMEOUT_S},
+        "connect_timeout": 10,
+        **config.get("OPTIONS", {}),
     }
+    return config
 
 
 DATABASES = {"default": _database(DATABASE_URL)}

@@ -7,6 +7,13 @@ import pytest
 pytest_plugins = ["tests.fixtures_sim"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that drive Chromium are marked ``browser``: `make test-fast` leaves them out."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     """Django's real hasher takes about a second per password: too slow for every test."""
