@@ -423,3 +423,40 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class BridgeInstance(models.Model):
+    """A running ``manage.py runbridge``: its heartbeat tells the others it is alive.
+
+    Written only by ``adminpanel.bridges.leases``.
+    """
+
+    instance = models.CharField(max_length=64, unique=True)  # host:pid:random
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.host} pid {self.pid}"
+
+
+class GatewayLease(models.Model):
+    """Which bridge mirrors a gateway: exactly one holds it, until ``expires_at``.
+
+    A holder renews its lease well before it expires; a bridge that died stops
+    renewing, and once it expired another bridge takes the gateway over. Ingest
+    checks the lease inside each batch's transaction (a fence), so a bridge
+    that lost it can never write the gateway again. Written only by
+    ``adminpanel.bridges.leases``.
+    """
+
+    gateway = models.OneToOneField(Gateway, on_delete=models.CASCADE, related_name="lease")
+    holder = models.CharField(max_length=64)  # BridgeInstance.instance
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    since = models.DateTimeField()  # when this holder took the gateway
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.gateway_id} held by {self.holder}"
