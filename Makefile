@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 BASE_PYTHON := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { command -v $$p; break; }; done)
 
-.PHONY: help venv system-deps openclaw-deps demo test test-fast test-backends lint bench migrate clean
+.PHONY: help venv system-deps openclaw-deps demo test test-fast test-backends lint bench migrate clean stack
 
 # Tests that need neither Chromium nor OpenClaw: the edit-and-test loop.
 FAST := -m "not browser and not openclaw"
@@ -85,3 +85,8 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) var
+
+# The production shape on one machine: PostgreSQL, Redis, two web workers
+# (RUNBOARD_STACK_PORTS), two bridges sharing the gateways, the demo's workload.
+stack: venv system-deps
+	$(PY) -m stack

@@ -66,14 +66,13 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         proc.wait(STOP_TIMEOUT_S)
 
 
-def _as_postgres_user() -> list[str]:
-    """initdb and postgres refuse to run as root: run them as the package's ``postgres`` user."""
-    if os.geteuid() != 0:
-        return []
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        raise ServerError("running as root needs runuser (util-linux) to start PostgreSQL")
-    return [runuser, "-u", "postgres", "--"]
+def _postgres_user() -> str | None:
+    """initdb and postgres refuse to run as root: run them as the package's ``postgres`` user.
+
+    Started as that user directly (not through runuser), so the process we hold
+    is the server itself and our signals reach it.
+    """
+    return "postgres" if os.geteuid() == 0 else None
 
 
 class PostgresServer:
@@ -118,20 +117,22 @@ class PostgresServer:
             if os.geteuid() == 0:
                 shutil.chown(pwfile, "postgres", "postgres")
             subprocess.run(
-                [*_as_postgres_user(), self._bin("initdb"), "-D", str(data), "-U", self.user,
+                [self._bin("initdb"), "-D", str(data), "-U", self.user,
                  f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"],
-                check=True, capture_output=True, timeout=120,
+                check=True, capture_output=True, timeout=120, cwd=self.folder,
+                user=_postgres_user(), group=_postgres_user(),
             )  # fmt: skip
             pwfile.unlink()
         logf = open(log, "ab")  # noqa: SIM115 - the server writes to it until stopped
         if os.geteuid() == 0:
             shutil.chown(log, "postgres", "postgres")
         self._proc = subprocess.Popen(
-            [*_as_postgres_user(), self._bin("postgres"), "-D", str(data),
+            [self._bin("postgres"), "-D", str(data),
              "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}",
              "-c", f"unix_socket_directories={self.folder}",
              "-c", "fsync=off", "-c", "max_connections=200"],
-            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder,
+            user=_postgres_user(), group=_postgres_user(),
         )  # fmt: skip
         logf.close()
         _wait_until(self._accepts, "PostgreSQL", self._proc, log)
