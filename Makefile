@@ -33,12 +33,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-migrate: venv
-	$(PY) manage.py migrate --noinput
+# The demo's own secret key, made once; a deployment sets RUNBOARD_SECRET_KEY(_FILE).
+DEMO_KEY := var/secret_key
+KEY_ENV := $(if $(RUNBOARD_SECRET_KEY)$(RUNBOARD_SECRET_KEY_FILE),,RUNBOARD_SECRET_KEY_FILE=$(DEMO_KEY))
+
+$(DEMO_KEY):
+	@mkdir -p $(dir $@) && umask 077 && $(BASE_PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+
+migrate: venv $(DEMO_KEY)
+	$(KEY_ENV) $(PY) manage.py migrate --noinput
 
 demo: migrate
-	$(PY) manage.py demo_users
-	$(PY) manage.py demo
+	$(KEY_ENV) $(PY) manage.py demo_users
+	$(KEY_ENV) $(PY) manage.py demo
 
 # Debian's Chromium drives the browser tests (Playwright's own browser download
 # cannot work here, so it is launched with executable_path); PostgreSQL and
@@ -80,8 +87,8 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy adminpanel gateway_bridge runboard simgateway stack
 
-bench: venv
-	$(PY) -m bench
+bench: venv $(DEMO_KEY)
+	$(KEY_ENV) $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) var

@@ -8,6 +8,8 @@ variable and what it should look like, instead of running on a silent default.
 from __future__ import annotations
 
 import os
+import zoneinfo
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -31,7 +33,9 @@ def env_bool(name: str, default: bool) -> bool:
     raise SettingError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -41,6 +45,48 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise SettingError(f"{name}={raw!r}: expected a whole number") from None
     if minimum is not None and value < minimum:
         raise SettingError(f"{name}={raw!r}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise SettingError(f"{name}={raw!r}: must be at most {maximum}")
+    return value
+
+
+def env_port(name: str, default: int) -> int:
+    return env_int(name, default, minimum=1, maximum=65535)
+
+
+def env_time_zone(name: str, default: str) -> str:
+    value = os.environ.get(name) or default
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingError(
+            f"{name}={value!r}: expected an IANA time zone name such as UTC or Europe/Berlin"
+        ) from None
+    return value
+
+
+def env_secret_key(name: str, file_name: str, *, debug: bool, development_key: str) -> str:
+    """The secret key from ``name`` or the file ``file_name`` names; required unless ``debug``."""
+    value = os.environ.get(name, "")
+    path = os.environ.get(file_name, "")
+    if value and path:
+        raise SettingError(f"{name} and {file_name} are both set: set one of them")
+    if path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise SettingError(f"{file_name}={path!r}: cannot read it ({exc.strerror})") from None
+        name = file_name
+    if not value:
+        if debug:
+            return development_key
+        raise SettingError(
+            f"{name} is not set: set it to a long random string (for example the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'); "
+            "only RUNBOARD_DEBUG=true runs with a built-in development key"
+        )
+    if len(value) < 50 or len(set(value)) < 5 or value.startswith("django-insecure-"):
+        raise SettingError(f"{name}: too short or too simple; use 50 or more random characters")
     return value
 
 

@@ -22,7 +22,10 @@ from runboard.env import (
     env_int,
     env_list,
     env_phase_seconds,
+    env_port,
+    env_secret_key,
     env_str,
+    env_time_zone,
     env_url,
 )
 
@@ -30,13 +33,31 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("RUNBOARD_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("RUNBOARD_DEBUG", False)
-# A fixed development key only ever applies to loopback demo use; a deployment
-# sets RUNBOARD_SECRET_KEY (checked by `manage.py check --deploy`).
-SECRET_KEY = env_str("RUNBOARD_SECRET_KEY", "runboard-insecure-demo-key-change-me-in-production")
+# Required unless DEBUG: `make demo` and `make test` make one of their own under var/.
+SECRET_KEY = env_secret_key(
+    "RUNBOARD_SECRET_KEY",
+    "RUNBOARD_SECRET_KEY_FILE",
+    debug=DEBUG,
+    development_key="django-insecure-runboard-development-key-for-debug-only",
+)
 ALLOWED_HOSTS = env_list(
     "RUNBOARD_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"]
 )
 CSRF_TRUSTED_ORIGINS = env_list("RUNBOARD_CSRF_TRUSTED_ORIGINS", [])
+
+# Served over HTTPS by a TLS-terminating proxy (docs/deploy.md): HSTS, the redirect,
+# secure cookies, and the proxy's X-Forwarded-Proto trusted to say the request was HTTPS.
+HTTPS = env_bool("RUNBOARD_HTTPS", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_SSL_REDIRECT = HTTPS
+# Probes and scrapers ask the workers directly, over loopback HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("RUNBOARD_HSTS_SECONDS", 31_536_000, minimum=0) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "daphne",
@@ -173,7 +194,7 @@ LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env_str("RUNBOARD_TIME_ZONE", "UTC")
+TIME_ZONE = env_time_zone("RUNBOARD_TIME_ZONE", "UTC")
 USE_I18N = False
 USE_TZ = True
 
@@ -221,8 +242,8 @@ RUNBOARD_DEMO_SEED = env_int("RUNBOARD_DEMO_SEED", 7)
 RUNBOARD_DEMO_PASSWORD = env_str("RUNBOARD_DEMO_PASSWORD", "runboard")
 # When set, the demo's operator user gets this JSON API token (the same on every start).
 RUNBOARD_DEMO_API_TOKEN = env_str("RUNBOARD_DEMO_API_TOKEN", "")
-RUNBOARD_DEMO_PORT = env_int("RUNBOARD_DEMO_PORT", 8000, minimum=1)
-RUNBOARD_SIM_BASE_PORT = env_int("RUNBOARD_SIM_BASE_PORT", 18789, minimum=1)
+RUNBOARD_DEMO_PORT = env_port("RUNBOARD_DEMO_PORT", 8000)
+RUNBOARD_SIM_BASE_PORT = env_int("RUNBOARD_SIM_BASE_PORT", 18789, minimum=1, maximum=65533)
 
 # --- Logging (structlog, configured once) -------------------------------------
 

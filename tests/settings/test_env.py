@@ -11,7 +11,7 @@ import pytest
 
 from runboard.env import SettingError, env_bool, env_float, env_phase_seconds, env_url
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_number_setting_rejects_text_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,6 @@ def test_the_asgi_application_freezes_on_import() -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "runboard.settings"}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
-        cwd=Path(__file__).resolve().parents[1], timeout=60,
+        cwd=Path(__file__).resolve().parents[2], timeout=60,
     )  # fmt: skip
     assert int(out.stdout.strip()) > 10_000
