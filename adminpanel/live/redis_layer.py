@@ -18,7 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
     ) from exc
 
 
-class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
+class RedisChannelLayer(ChannelsRedisLayer):
     """``channels_redis``' layer plus ``group_has_members``."""
 
     async def group_has_members(self, group: str) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import time
 
 import pytest
@@ -118,10 +116,3 @@ def test_only_the_in_process_layer_needs_a_hub_to_reach_other_processes() -> Non
     assert in_this_process(InProcessChannelLayer())
     assert not in_this_process(InMemoryChannelLayer())
     assert not in_this_process(None)
-
-
-def test_the_redis_layer_without_channels_redis_says_what_to_install() -> None:
-    if importlib.util.find_spec("channels_redis") is not None:
-        pytest.skip("channels_redis is installed")
-    with pytest.raises(ImportError, match="channels-redis"):
-        importlib.import_module("adminpanel.live.redis_layer")
