@@ -27,7 +27,7 @@ from adminpanel.actions import ActionRefused, Actor, Target
 from adminpanel.forms import ActionForm, BulkActionForm, SessionFilterForm
 from adminpanel.models import Session
 from adminpanel.roles import ACTION_PERMISSION, BULK
-from adminpanel.views import filtered_sessions
+from adminpanel.session_rows import filtered_sessions
 
 log = structlog.get_logger(__name__)
 

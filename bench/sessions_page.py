@@ -148,7 +148,7 @@ def raw_query_getter() -> Callable[[], Any]:
     """The first page's row query alone, as the view sends it (the first segment)."""
     from django.db import connection
 
-    from adminpanel.views import SORT_SEGMENTS, filtered_sessions
+    from adminpanel.session_rows import SORT_SEGMENTS, filtered_sessions
 
     segment = SORT_SEGMENTS["age"][0]
     query = filtered_sessions({}).filter(segment.where).order_by(*segment.order_by())[:51]

@@ -1,6 +1,6 @@
 """The JSON API v1: the sessions, gateways and audit lists, and the four actions.
 
-Thin like the pages: authenticate the Bearer token (api_auth), check the same
+Thin like the pages: authenticate the Bearer token (``tokens``), check the same
 permissions the pages check (roles), validate with the pages' forms, query with
 the pages' queries, act through ``actions.perform``. Every answer is JSON;
 every error is ``{"error": "...", "details": {...}}`` with a message that
@@ -28,12 +28,12 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from adminpanel import actions
-from adminpanel.api import tokens as api_auth
-from adminpanel.audit.views import AuditFilterForm, attempt_json, attempts
+from adminpanel.api import tokens
+from adminpanel.audit.queries import AuditFilterForm, attempt_json, attempts
 from adminpanel.forms import CursorField, SessionFilterForm, StrictQueryForm, encode_cursor
 from adminpanel.models import Gateway, Session
 from adminpanel.roles import ACTION_PERMISSION, VIEW, VIEW_AUDIT
-from adminpanel.views import PAGE_SIZE, SORT_SEGMENTS, filtered_sessions, keyset_page
+from adminpanel.session_rows import PAGE_SIZE, SORT_SEGMENTS, filtered_sessions, keyset_page
 from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
 
 log = structlog.get_logger(__name__)
@@ -74,8 +74,8 @@ def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
                 response["Allow"] = ", ".join(methods)
                 return response
             header = request.headers.get("Authorization", "")
-            found = await sync_to_async(api_auth.authenticate)(header)
-            if isinstance(found, api_auth.Unauthenticated):
+            found = await sync_to_async(tokens.authenticate)(header)
+            if isinstance(found, tokens.Unauthenticated):
                 log.info("api_request_unauthenticated", path=request.path, why=found.why)
                 response = error(401, found.why)
                 response["WWW-Authenticate"] = 'Bearer realm="runboard"'

@@ -31,7 +31,7 @@ from channels.layers import BaseChannelLayer
 from django.conf import settings
 
 from adminpanel.live.hub import ChannelHub
-from adminpanel.live.memory_layer import InProcessChannelLayer
+from adminpanel.live.layers import in_this_process
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,7 @@ class BridgeProcess:
     """
 
     def __init__(self, layer: BaseChannelLayer | None) -> None:
-        self.hub = ChannelHub(layer) if isinstance(layer, InProcessChannelLayer) else None
+        self.hub = ChannelHub(layer) if in_this_process(layer) else None
         self.child: subprocess.Popen[bytes] | None = None
         self.starts = 0
 

@@ -8,8 +8,8 @@ A flush renders the rows with the same partial the page uses
 (``adminpanel/session_row.html``, with ``oob`` set) plus the header's
 stuck count, and sends the HTML once to the ``sessions`` group. Every
 consumer forwards that one string: the database work per flush is three
-queries (plain SQL, no ORM compiling on the push's path) whatever the number
-of rows or viewers, and none at all while nobody watches.
+queries (``session_rows.rows_for_keys`` and the stuck count) whatever the
+number of rows or viewers, and none at all while nobody watches.
 
 ``note`` is called from ingest's thread after its transaction committed;
 ``run`` is the flusher on the event loop; rendering happens on a thread (and
@@ -21,21 +21,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 from asgiref.sync import sync_to_async
-from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 from django.db import DatabaseError, connection, connections
-from django.db.models import Model
 from django.template.loader import get_template
 from django.utils import timezone
 
-from adminpanel.live.hub import HubChannelLayer
-from adminpanel.models import Flag, Gateway, Session
+from adminpanel.live.layers import group_has_members
+from adminpanel.session_rows import SessionKey, rows_for_keys, stuck_count
 
 log = structlog.get_logger(__name__)
 
@@ -44,92 +42,6 @@ MESSAGE_TYPE = "sessions.changed"
 # A flush renders at most this many rows; more changed sessions than that at
 # once (a snapshot reconcile, a gateway restart) is a resync: clients re-fetch.
 MAX_ROWS = 500
-# Rows per query: a flush (at most MAX_ROWS) is one query; SQLite allows far more parameters.
-_CHUNK = MAX_ROWS
-
-SessionKey = tuple[str, str]
-
-
-def _table(model: type[Model]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _column(model: type[Model], field: str) -> str:
-    column = model._meta.get_field(field).column  # type: ignore[union-attr]
-    assert isinstance(column, str)
-    return connection.ops.quote_name(column)
-
-
-def _placeholders(count: int) -> str:
-    return ", ".join(["%s"] * count)
-
-
-def changed_sessions(keys: Iterable[SessionKey]) -> list[Session]:
-    """The sessions for ``(gateway, session_key)`` pairs, as the row template reads them.
-
-    Two queries, whatever the number of rows: the sessions with their gateway's
-    name, then their active flags (``s.active_flags``, by severity and code, as
-    the pages' prefetch). Plain SQL over the models' own tables and columns:
-    the ORM's query compiler cost more than the queries themselves, on the
-    thread every push waits for.
-    """
-    wanted = set(keys)
-    if not wanted:
-        return []
-    sessions, gateways = _table(Session), _table(Gateway)
-    key, name, gateway_id = (
-        _column(Session, "session_key"),
-        _column(Gateway, "name"),
-        _column(Session, "gateway"),
-    )
-    found: list[Session] = []
-    ordered = sorted(wanted)
-    for start in range(0, len(ordered), _CHUNK):
-        by_gateway: dict[str, list[str]] = defaultdict(list)
-        for gateway, session_key in ordered[start : start + _CHUNK]:
-            by_gateway[gateway].append(session_key)
-        match: list[str] = []
-        params: list[str] = []
-        for gateway, session_keys in sorted(by_gateway.items()):
-            match.append(f"(g.{name} = %s AND s.{key} IN ({_placeholders(len(session_keys))}))")
-            params += [gateway, *session_keys]
-        sql = (
-            f"SELECT s.*, g.{name} AS runboard_gateway_name FROM {sessions} s "
-            f"JOIN {gateways} g ON g.id = s.{gateway_id} WHERE {' OR '.join(match)} ORDER BY s.id"
-        )
-        found.extend(Session.objects.raw(sql, params))
-    # The row shows its gateway's name; other gateway fields load on first use.
-    by_id: dict[int, Gateway] = {}
-    for session in found:
-        row = by_id.get(session.gateway_id)
-        if row is None:
-            named = [session.gateway_id, session.runboard_gateway_name]  # type: ignore[attr-defined]
-            row = by_id[session.gateway_id] = Gateway.from_db(
-                session._state.db, ["id", "name"], named
-            )
-        session.gateway = row
-    _attach_active_flags(found)
-    return found
-
-
-def _attach_active_flags(sessions: list[Session]) -> None:
-    """``s.active_flags``: the session's uncleared flags by severity and code, one query."""
-    by_pk = {s.pk: s for s in sessions}
-    for session in sessions:
-        session.active_flags = []  # type: ignore[attr-defined]
-    pks = sorted(by_pk)
-    flags, session_id = _table(Flag), _column(Flag, "session")
-    cleared, severity, code = (_column(Flag, f) for f in ("cleared_at", "severity", "code"))
-    for start in range(0, len(pks), _CHUNK):
-        chunk = pks[start : start + _CHUNK]
-        sql = (
-            f"SELECT * FROM {flags} WHERE {cleared} IS NULL AND {session_id} IN "
-            f"({_placeholders(len(chunk))}) ORDER BY {session_id}, {severity}, {code}"
-        )
-        for flag in Flag.objects.raw(sql, chunk):
-            session = by_pk[flag.session_id]
-            flag.session = session
-            session.active_flags.append(flag)  # type: ignore[attr-defined]
 
 
 def render_changes(keys: Iterable[SessionKey]) -> tuple[str, int]:
@@ -138,7 +50,7 @@ def render_changes(keys: Iterable[SessionKey]) -> tuple[str, int]:
     The rows and the count come from the very templates the pages include,
     with ``oob`` set so each element is an out-of-band swap by its id.
     """
-    sessions = changed_sessions(keys)
+    sessions = rows_for_keys(keys)
     now = timezone.now()
     row = get_template("adminpanel/session_row.html")
     parts = [row.render({"s": s, "now": now, "oob": True}).strip() for s in sessions]
@@ -152,30 +64,11 @@ def render_resync() -> str:
 
 
 def _stuck_count() -> str:
-    # The header's count, as the pages count it (flag_count > 0), in plain SQL.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT COUNT(*) FROM {_table(Session)} WHERE {_column(Session, 'flag_count')} > 0"
-        )
-        (stuck,) = cursor.fetchone()
-    return get_template("adminpanel/stuck_count.html").render({"stuck_count": stuck, "oob": True})
+    count = stuck_count()
+    return get_template("adminpanel/stuck_count.html").render({"stuck_count": count, "oob": True})
 
 
-def _has_viewers(layer: BaseChannelLayer, group: str) -> bool:
-    """False only when the layer knows the group is empty.
-
-    The in-memory layer knows, and so does the hub's layer (a bridge process
-    next to the web server, ``channel_hub.py``); Redis is not asked. Then
-    nothing is rendered: a viewer who connects later loads the page afresh.
-    """
-    if isinstance(layer, InMemoryChannelLayer):
-        return bool(layer.groups.get(group))
-    if isinstance(layer, HubChannelLayer):
-        return layer.has_members(group)
-    return True
-
-
-class _Bucket:
+class TokenBucket:
     """Token bucket: ``wait`` says how long until a flush may go, ``take`` spends one."""
 
     def __init__(self, *, rate: float, burst: int) -> None:
@@ -217,10 +110,7 @@ class Broadcaster:
     Why 250 ms: the news goes alone by the prompt bucket, so the pace only
     delays the churn of busy rows, which ``row_interval_s`` already holds to
     four updates a second; each flush costs a render, one send per viewer and
-    a swap in every browser. Under load (50 viewers, 500 events/s on two
-    cores), news sent alone with busy rows paced at 250 ms instead of riding
-    along with them every 100 ms cut the p50 and p99 of event_to_dom in each
-    of five interleaved runs (medians: p99 472 -> 173 ms, p50 89 -> 36 ms).
+    a swap in every browser (measurements: docs/notes/live.md).
     """
 
     def __init__(
@@ -279,6 +169,11 @@ class Broadcaster:
             )
 
         return on_own_thread
+
+    @property
+    def holding(self) -> bool:
+        """Whether the running loop holds pending rows for a later flush (an interval, the pace)."""
+        return self._next_due is not None
 
     async def close(self) -> None:
         """Close the render thread and its database connection."""
@@ -350,7 +245,8 @@ class Broadcaster:
         if not keys:
             return False
         layer = self._layer or get_channel_layer()
-        if layer is None or not _has_viewers(layer, self.group):
+        # Nobody watches: render nothing (a viewer who connects later loads the page).
+        if layer is None or not await group_has_members(layer, self.group):
             return False
         message: dict[str, Any]
         if len(keys) > self.max_rows:
@@ -373,8 +269,8 @@ class Broadcaster:
         self._wake = wake = asyncio.Event()
         wake.set()
         stopping = asyncio.ensure_future(stop.wait())
-        paced = _Bucket(rate=1 / self.interval_s, burst=self.burst)
-        prompt = _Bucket(rate=self.prompt_rate, burst=self.burst)
+        paced = TokenBucket(rate=1 / self.interval_s, burst=self.burst)
+        prompt = TokenBucket(rate=self.prompt_rate, burst=self.burst)
         try:
             while not stop.is_set():
                 timeout = None

@@ -4,7 +4,7 @@
 recovery) in a child process, ``manage.py runbridge``, so that ingest's
 SQLite work does not share a GIL with the event loop that serves the
 viewers' sockets. The viewers' consumers live in the web process, in its
-in-memory layer (``channel_layer.py``). That layer is the hub: the web
+in-memory layer (``memory_layer.py``). That layer is the hub: the web
 process serves it on a Unix socket in a private directory, and the child's
 ``HubChannelLayer`` forwards its calls there. Redis does the same job for a
 deployment (``RUNBOARD_REDIS_URL``); the demo's embedded defaults have none.
@@ -449,8 +449,12 @@ class HubChannelLayer(BaseChannelLayer):
         if self._subscribed and self._loop is not None:
             self._sweep = self._loop.call_later(IDLE_UNSUBSCRIBE_S, self._drop_idle)
 
-    def has_members(self, group: str) -> bool:
-        """False only once the hub said ``group`` is empty; the first call starts watching."""
+    async def group_has_members(self, group: str) -> bool:
+        """False only once the hub said ``group`` is empty; the first call starts watching.
+
+        ``layers.GroupAware``: the broadcaster asks before every flush, so the
+        answer is the hub's last word, kept up to date by its ``members`` frames.
+        """
         if group not in self._members:
             self._members[group] = None
             if self._writer is not None and not self._writer.is_closing():

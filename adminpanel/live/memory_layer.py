@@ -1,20 +1,14 @@
 """The channel layer for one process (``make demo``, no Redis): groups sent cheaply.
 
-Channels' ``InMemoryChannelLayer`` does two things per message that grow with
-the number of viewers, on the event loop the viewers' sockets and the
-gateways' frames share:
-
-- ``group_send`` creates one task per member and awaits them all, though
-  putting a message on an in-memory queue never waits;
-- every ``receive`` (each viewer's, for each message) first walks every
-  channel and group member for expired entries: with 50 viewers, 2,500 checks
-  per push (and builds a spare queue it then throws away).
-
-This layer puts a group's message on every member's queue in one pass (same
-checks, copy, expiry and capacity; a full queue drops that member's copy, as
-Channels does), and looks for expired entries at most every
-``clean_every_s`` instead of on every call. Messages expire after a minute
-and group members after a year, so a second's lateness changes nothing.
+Channels' ``InMemoryChannelLayer`` does work per message that grows with the
+number of viewers, on the event loop the viewers' sockets share: a task per
+member on ``group_send``, and a walk over every channel and member for
+expired entries on every ``receive``. This layer puts a group's message on
+every member's queue in one pass (same checks, copy, expiry and capacity; a
+full queue drops that member's copy, as Channels does), and looks for
+expired entries at most every ``clean_every_s``: messages expire after a
+minute and members after a year, so a second's lateness changes nothing.
+The cost it saves is counted in docs/notes/live.md.
 """
 
 from __future__ import annotations
@@ -31,6 +25,8 @@ from channels.layers import InMemoryChannelLayer
 
 class InProcessChannelLayer(InMemoryChannelLayer):
     clean_every_s = 1.0
+    # Another process reaches these groups only through a ChannelHub (layers.in_this_process).
+    in_this_process = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,6 +57,10 @@ class InProcessChannelLayer(InMemoryChannelLayer):
     async def group_discard(self, group: str, channel: str) -> None:
         await super().group_discard(group, channel)
         self._members_changed([group])
+
+    async def group_has_members(self, group: str) -> bool:
+        """Whether ``group`` has a member (``layers.GroupAware``)."""
+        return bool(self.groups.get(group))
 
     async def flush(self) -> None:
         groups = list(self.groups)

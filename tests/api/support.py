@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.test import AsyncClient, Client
 
-from adminpanel.api import tokens as api_auth
+from adminpanel.api import tokens
 from tests.actions.support import role_users
 
 # Every role the matrix checks; "anonymous" sends no token, "nobody" is a user in no group.
@@ -19,7 +19,7 @@ ACTION_SLUGS = ("force-clear", "requeue", "abort", "clear-and-requeue")
 def role_tokens() -> dict[str, str]:
     """One user per role with one API token each: role → token."""
     users: dict[str, User] = role_users()
-    return {role: api_auth.create_token(user, "tests")[1] for role, user in users.items()}
+    return {role: tokens.create_token(user, "tests")[1] for role, user in users.items()}
 
 
 def auth(token: str | None) -> dict[str, str]:

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from adminpanel.api import tokens as api_auth
+from adminpanel.api import tokens
 from adminpanel.models import ApiToken
 from tests.api.support import get
 from tests.users import make_user
@@ -69,9 +69,7 @@ def test_revoke_by_prefix_ends_the_token() -> None:
 def test_revoke_refuses_a_prefix_that_matches_two_tokens() -> None:
     user = make_user("viewer")
     for n in range(2):
-        ApiToken.objects.create(
-            user=user, digest=api_auth.digest(f"token-{n}"), prefix="rb_same123"
-        )
+        ApiToken.objects.create(user=user, digest=tokens.digest(f"token-{n}"), prefix="rb_same123")
     with pytest.raises(CommandError, match="2 live tokens"):
         call_command("create_api_token", "--revoke", "rb_same")
 
@@ -84,8 +82,8 @@ def test_revoke_of_an_unknown_prefix_says_so() -> None:
 def test_the_demo_token_is_given_to_the_operator_the_same_on_every_start() -> None:
     make_user("operator", role="operator")
     token = "rb_demo-token-for-the-operator-0001"
-    first = api_auth.give_demo_token(token)
-    again = api_auth.give_demo_token(token)
+    first = tokens.give_demo_token(token)
+    again = tokens.give_demo_token(token)
     assert first is not None and again is not None and first.pk == again.pk
     assert ApiToken.objects.count() == 1
     assert get(Client(), "/api/v1/sessions", token).status_code == 200
@@ -93,14 +91,14 @@ def test_the_demo_token_is_given_to_the_operator_the_same_on_every_start() -> No
 
 def test_no_demo_token_is_made_when_the_setting_is_empty() -> None:
     make_user("operator", role="operator")
-    assert api_auth.give_demo_token("") is None
+    assert tokens.give_demo_token("") is None
     assert not ApiToken.objects.exists()
 
 
 def test_a_short_demo_token_stops_the_demo_naming_the_variable() -> None:
     make_user("operator", role="operator")
-    with pytest.raises(api_auth.TokenError, match="RUNBOARD_DEMO_API_TOKEN"):
-        api_auth.give_demo_token("short")
+    with pytest.raises(tokens.TokenError, match="RUNBOARD_DEMO_API_TOKEN"):
+        tokens.give_demo_token("short")
 
 
 def test_last_used_is_written_at_most_once_a_minute() -> None:

@@ -14,7 +14,7 @@ from django.http import StreamingHttpResponse
 from django.test import Client
 
 from adminpanel.audit import views as audit_views
-from adminpanel.audit.views import CSV_COLUMNS, attempt_json, attempts
+from adminpanel.audit.queries import CSV_COLUMNS, attempt_json, attempts
 from tests.audit.support import attempt
 
 pytestmark = pytest.mark.django_db

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import InMemoryChannelLayer
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils.html import escape
 
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
-from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE, Broadcaster, _Bucket, render_changes
+from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE, Broadcaster, TokenBucket, render_changes
+from adminpanel.live.memory_layer import InProcessChannelLayer
 from adminpanel.models import Flag, Session
 from gateway_bridge.events import GatewayStarted, LockAcquired, RegistryEvent, RunEnded
 
@@ -57,7 +57,7 @@ def lock_sessions(count: int, *, leaked: int = 0, gateway: str = "gw-a") -> set[
     return changed | ingestor.tick(NOW)
 
 
-def viewers(layer: InMemoryChannelLayer, count: int) -> list[str]:
+def viewers(layer: InProcessChannelLayer, count: int) -> list[str]:
     async def join() -> list[str]:
         names = [await layer.new_channel() for _ in range(count)]
         for name in names:
@@ -67,21 +67,33 @@ def viewers(layer: InMemoryChannelLayer, count: int) -> list[str]:
     return async_to_sync(join)()
 
 
-def received(layer: InMemoryChannelLayer, channel: str) -> list[dict[str, Any]]:
+SENTINEL = {"type": "test.sentinel"}
+
+
+def received(layer: InProcessChannelLayer, channel: str) -> list[dict[str, Any]]:
+    """Every message waiting on ``channel``: those before a sentinel sent after them."""
+
     async def drain() -> list[dict[str, Any]]:
+        await layer.send(channel, SENTINEL)
         messages = []
-        while True:
-            try:
-                messages.append(await asyncio.wait_for(layer.receive(channel), 0.05))
-            except TimeoutError:
-                return messages
+        async with asyncio.timeout(10):  # a generous bound, not a timing assertion
+            while (message := await layer.receive(channel)) != SENTINEL:
+                messages.append(message)
+        return messages
 
     return async_to_sync(drain)()
 
 
+async def holding(broadcaster: Broadcaster, sent: int) -> None:
+    """Wait until the running broadcaster holds what was noted, or sent more than ``sent``."""
+    async with asyncio.timeout(10):  # a generous bound, not a timing assertion
+        while not broadcaster.holding and broadcaster.messages == sent:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 @pytest.mark.django_db
 def test_changes_noted_in_several_batches_go_out_as_one_message() -> None:
-    layer = InMemoryChannelLayer()
+    layer = InProcessChannelLayer()
     [viewer] = viewers(layer, 1)
     changed = lock_sessions(5)
     broadcaster = Broadcaster(layer=layer, own_thread=False)
@@ -179,7 +191,7 @@ def test_sessions_of_other_gateways_with_the_same_key_are_not_mixed_up() -> None
 @pytest.mark.parametrize("rows", [1, 40])
 def test_a_flush_takes_three_queries_whatever_the_number_of_rows(rows: int) -> None:
     changed = lock_sessions(rows, leaked=rows // 2)
-    layer = InMemoryChannelLayer()
+    layer = InProcessChannelLayer()
     viewers(layer, 1)
     broadcaster = Broadcaster(layer=layer, own_thread=False)
     broadcaster.note(changed)
@@ -196,7 +208,7 @@ def test_the_database_work_of_a_flush_does_not_grow_with_the_number_of_viewers()
     changed = lock_sessions(10, leaked=3)
     counts = {}
     for count in (1, 100):
-        layer = InMemoryChannelLayer()
+        layer = InProcessChannelLayer()
         channels = viewers(layer, count)
         broadcaster = Broadcaster(layer=layer, own_thread=False)
         broadcaster.note(changed)
@@ -212,7 +224,7 @@ def test_the_database_work_of_a_flush_does_not_grow_with_the_number_of_viewers()
 @pytest.mark.django_db
 def test_nothing_is_rendered_while_nobody_watches() -> None:
     changed = lock_sessions(3)
-    broadcaster = Broadcaster(layer=InMemoryChannelLayer(), own_thread=False)
+    broadcaster = Broadcaster(layer=InProcessChannelLayer(), own_thread=False)
     broadcaster.note(changed)
 
     with CaptureQueriesContext(connection) as queries:
@@ -222,7 +234,7 @@ def test_nothing_is_rendered_while_nobody_watches() -> None:
 
 @pytest.mark.django_db
 def test_nothing_is_sent_when_nothing_changed() -> None:
-    layer = InMemoryChannelLayer()
+    layer = InProcessChannelLayer()
     [viewer] = viewers(layer, 1)
     broadcaster = Broadcaster(layer=layer, own_thread=False)
     broadcaster.note([])
@@ -235,7 +247,7 @@ def test_nothing_is_sent_when_nothing_changed() -> None:
 def test_a_busy_row_waits_for_its_interval_while_a_quiet_row_goes_out_at_once() -> None:
     changed = sorted(lock_sessions(2))
     busy, quiet = changed
-    layer = InMemoryChannelLayer()
+    layer = InProcessChannelLayer()
     [viewer] = viewers(layer, 1)
     broadcaster = Broadcaster(layer=layer, row_interval_s=3600, own_thread=False)
     broadcaster.note([busy])
@@ -252,7 +264,7 @@ def test_a_busy_row_waits_for_its_interval_while_a_quiet_row_goes_out_at_once() 
 @pytest.mark.django_db
 def test_more_changed_rows_than_a_message_carries_become_one_resync() -> None:
     changed = lock_sessions(6)
-    layer = InMemoryChannelLayer()
+    layer = InProcessChannelLayer()
     [viewer] = viewers(layer, 1)
     broadcaster = Broadcaster(layer=layer, max_rows=5, own_thread=False)
     broadcaster.note(changed)
@@ -269,7 +281,7 @@ async def test_the_running_broadcaster_sends_a_burst_noted_from_another_thread_o
     from asgiref.sync import sync_to_async
 
     changed = await sync_to_async(lock_sessions)(8)
-    layer = InMemoryChannelLayer()
+    layer = InProcessChannelLayer()
     viewer = await layer.new_channel()
     await layer.group_add(GROUP, viewer)
     broadcaster = Broadcaster(layer=layer, interval_s=0.05)
@@ -293,7 +305,7 @@ async def test_a_row_waiting_for_its_interval_does_not_spend_the_rate_of_a_quiet
     from asgiref.sync import sync_to_async
 
     changed = sorted(await sync_to_async(lock_sessions)(2))
-    layer = InMemoryChannelLayer()
+    layer = InProcessChannelLayer()
     viewer = await layer.new_channel()
     await layer.group_add(GROUP, viewer)
     # Two flushes allowed, then one an hour: a third flush would never come in time.
@@ -306,8 +318,8 @@ async def test_a_row_waiting_for_its_interval_does_not_spend_the_rate_of_a_quiet
             broadcaster.note([busy])
             assert busy[1] in (await layer.receive(viewer))["html"]
             broadcaster.note([busy])  # held for its interval: nothing to send yet
-            await asyncio.sleep(0.2)
-            broadcaster.note([quiet])
+            await holding(broadcaster, sent=1)
+            broadcaster.note([quiet])  # the sentinel: the next message is the quiet row alone
             html = (await layer.receive(viewer))["html"]
     finally:
         stop.set()
@@ -317,7 +329,7 @@ async def test_a_row_waiting_for_its_interval_does_not_spend_the_rate_of_a_quiet
 
 
 def test_a_quiet_broadcaster_flushes_at_once_and_a_busy_one_at_the_average_rate() -> None:
-    bucket = _Bucket(rate=10, burst=3)
+    bucket = TokenBucket(rate=10, burst=3)
 
     for _ in range(3):
         assert bucket.wait(100.0) == 0
@@ -336,7 +348,7 @@ async def test_a_row_that_was_quiet_goes_out_at_once_while_busy_rows_wait_for_th
     from asgiref.sync import sync_to_async
 
     busy, quiet = sorted(await sync_to_async(lock_sessions)(2))
-    layer = InMemoryChannelLayer()
+    layer = InProcessChannelLayer()
     viewer = await layer.new_channel()
     await layer.group_add(GROUP, viewer)
     # One paced flush, then one an hour; a row sent once stays busy for an hour.
@@ -352,9 +364,12 @@ async def test_a_row_that_was_quiet_goes_out_at_once_while_busy_rows_wait_for_th
             broadcaster.note([busy])  # busy now: the one paced flush
             assert busy[1] in (await layer.receive(viewer))["html"]
             broadcaster.note([busy])  # busy, and the pace allows no more for an hour
-            await asyncio.sleep(0.2)
+            await holding(broadcaster, sent=2)
             assert broadcaster.messages == 2
-            broadcaster.note([quiet])
+            # The first flush spent the prompt bucket (burst 1): let it refill, as a quiet
+            # row's news arriving later would find it.
+            await asyncio.sleep(2 / broadcaster.prompt_rate)
+            broadcaster.note([quiet])  # the sentinel: the next message is the quiet row alone
             html = (await layer.receive(viewer))["html"]
     finally:
         stop.set()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 from channels.exceptions import ChannelFull
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
+from adminpanel.live.layers import group_has_members, in_this_process
 from adminpanel.live.memory_layer import InProcessChannelLayer
 
 
@@ -68,9 +68,8 @@ async def test_an_empty_or_unknown_group_sends_nothing() -> None:
     channel = (await members(layer, 1))[0]
     await layer.group_discard("g", channel)
     await layer.group_send("g", {"type": "t"})
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
-            await layer.receive(channel)
+    await layer.send(channel, {"type": "sentinel"})
+    assert await layer.receive(channel) == {"type": "sentinel"}  # and not the group's message
 
 
 async def test_expired_members_and_messages_are_forgotten_within_a_second() -> None:
@@ -97,3 +96,23 @@ async def test_a_bad_message_or_group_name_is_refused() -> None:
         await layer.group_send("g", "not a dict")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         await layer.group_send("bad group name!", {"type": "t"})
+
+
+async def test_the_layer_says_whether_a_group_has_members() -> None:
+    layer = InProcessChannelLayer()
+    assert not await layer.group_has_members("g")
+    [channel] = await members(layer, 1)
+    assert await layer.group_has_members("g")
+    await layer.group_discard("g", channel)
+    assert not await layer.group_has_members("g")
+
+
+async def test_a_layer_that_cannot_say_is_taken_to_have_members() -> None:
+    assert await group_has_members(InMemoryChannelLayer(), "nobody")
+    assert not await group_has_members(InProcessChannelLayer(), "nobody")
+
+
+def test_only_the_in_process_layer_needs_a_hub_to_reach_other_processes() -> None:
+    assert in_this_process(InProcessChannelLayer())
+    assert not in_this_process(InMemoryChannelLayer())
+    assert not in_this_process(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -69,8 +70,14 @@ async def test_every_viewer_receives_the_same_message(viewer: WebsocketCommunica
 
 async def test_what_a_viewer_sends_is_ignored(viewer: WebsocketCommunicator) -> None:
     await viewer.send_to(text_data="hello")
+    # Once the consumer took the frame, it handles it before a broadcast sent after it.
+    async with asyncio.timeout(10):
+        while not viewer.input_queue.empty():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    sentinel = "<span>sentinel</span>"
+    await get_channel_layer().group_send(GROUP, {"type": MESSAGE_TYPE, "html": sentinel, "rows": 0})
 
-    assert await viewer.receive_nothing(timeout=0.2)
+    assert await viewer.receive_from(timeout=10) == sentinel  # no answer to "hello" before it
 
 
 async def test_an_anonymous_viewer_is_refused_with_4401() -> None:

@@ -9,7 +9,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from adminpanel.models import Session, TimelineEvent
-from adminpanel.views import build_timeline, describe_event
+from adminpanel.timeline import build_timeline, describe_event
 from gateway_bridge.events import (
     DispatchSkipped,
     FollowupDrainFailed,

@@ -1,0 +1,85 @@
+"""The Redis layer answers ``group_has_members``, against a real redis-server on a Unix socket."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adminpanel.live.layers import group_has_members, in_this_process
+
+pytest.importorskip("channels_redis")
+
+
+@pytest.fixture
+def redis_socket(tmp_path: Path) -> Iterator[Path]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    socket = tmp_path / "redis.sock"
+    args = [server, "--port", "0", "--unixsocket", str(socket), "--save", ""]
+    args += ["--dir", str(tmp_path)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10  # a generous bound for the server to start
+        while not socket.exists():
+            assert process.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not open its socket"
+            time.sleep(0.02)
+        yield socket
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+async def layer(redis_socket: Path) -> AsyncIterator[Any]:
+    from adminpanel.live.redis_layer import RedisChannelLayer
+
+    redis = RedisChannelLayer(hosts=[f"unix://{redis_socket}"], group_expiry=60)
+    try:
+        yield redis
+    finally:
+        await redis.flush()
+
+
+async def test_the_redis_layer_says_whether_a_group_has_members(layer: Any) -> None:
+    assert not await layer.group_has_members("sessions")
+    channel = await layer.new_channel()
+    await layer.group_add("sessions", channel)
+    assert await group_has_members(layer, "sessions")  # as the broadcaster asks
+    await layer.group_discard("sessions", channel)
+    assert not await layer.group_has_members("sessions")
+
+
+async def test_a_member_past_the_group_expiry_is_not_counted(layer: Any) -> None:
+    channel = await layer.new_channel()
+    await layer.group_add("sessions", channel)
+    connection = layer.connection(layer.consistent_hash("sessions"))
+    joined_long_ago = time.time() - 2 * layer.group_expiry
+    await connection.zadd(layer._group_key("sessions"), {channel: joined_long_ago})
+
+    assert not await layer.group_has_members("sessions")
+
+
+def test_the_redis_layer_is_shared_between_processes_so_needs_no_hub() -> None:
+    from adminpanel.live.redis_layer import RedisChannelLayer
+
+    assert not in_this_process(RedisChannelLayer(hosts=["redis://localhost:6379"]))
+
+
+def test_without_channels_redis_importing_the_layer_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "channels_redis.core", None)
+    monkeypatch.delitem(sys.modules, "adminpanel.live.redis_layer", raising=False)
+
+    with pytest.raises(ImportError, match="channels-redis"):
+        importlib.import_module("adminpanel.live.redis_layer")
