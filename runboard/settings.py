@@ -165,7 +165,7 @@ if CHANNEL_HUB and not os.path.isabs(CHANNEL_HUB):
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "adminpanel.live.redis_layer.RedisChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "group_expiry": GROUP_EXPIRY_S},
         }
     }

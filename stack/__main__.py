@@ -73,9 +73,8 @@ class Stack:
         for port in self.web_ports:
             self._spawn(
                 f"web:{port}",
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                 "runboard.asgi:application"],
-            )  # fmt: skip
+                [sys.executable, str(ROOT / "manage.py"), "runweb", "--port", str(port)],
+            )
         for n in range(1, self.bridges + 1):
             self._spawn(f"bridge:{n}", [sys.executable, str(ROOT / "manage.py"), "runbridge"])
         urls = ", ".join(f"http://127.0.0.1:{p}/" for p in self.web_ports)
