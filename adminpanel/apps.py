@@ -10,6 +10,7 @@ class AdminpanelConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from adminpanel import logins  # noqa: F401 - connects the login signal receivers
         from adminpanel.roles import ensure_roles
 
         post_migrate.connect(ensure_roles, sender=self)

@@ -7,6 +7,7 @@ in-memory channel layer, the simulated gateway. ``DEBUG`` only when asked for.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "django_structlog",
+    "axes",
     "adminpanel",
 ]
 
@@ -85,7 +87,23 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "django_structlog.middlewares.RequestMiddleware",
+    # Last: refuses a locked-out client's login (adminpanel/logins.py).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling (django-axes): after RUNBOARD_LOGIN_FAILURE_LIMIT failed logins for one
+# user name, or from one client address, logins are refused for RUNBOARD_LOGIN_LOCKOUT_S,
+# even with the right password. Attempts and lockouts are listed in the admin.
+AUTHENTICATION_BACKENDS = [
+    "adminpanel.logins.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("RUNBOARD_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("RUNBOARD_LOGIN_LOCKOUT_S", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "locked_out.html"
+AXES_VERBOSE = False  # adminpanel/logins.py logs each failure and lockout itself
 
 ROOT_URLCONF = "runboard.urls"
 ASGI_APPLICATION = "runboard.asgi.application"
