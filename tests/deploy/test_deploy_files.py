@@ -16,16 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.nginx_conf import SITE, nginx_command, nginx_conf_around_site
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SYSTEMD = DEPLOY / "systemd"
-SITE = DEPLOY / "nginx" / "runboard.conf"
 ENV_EXAMPLE = DEPLOY / "runboard.env.example"
 SETTINGS = ROOT / "runboard" / "settings.py"
 
-NGINX = "/usr/sbin/nginx"
-CERT = "/etc/ssl/certs/runboard.example.com.pem"
-KEY = "/etc/ssl/private/runboard.example.com.key"
 VAR_DIR = "/var/lib/runboard"
 ENV_FILE = "/etc/runboard/runboard.env"
 # What `python -m venv /opt/runboard/.venv && pip install '.[postgres,redis]'` makes.
@@ -51,54 +49,8 @@ Unit = dict[str, dict[str, list[str]]]
 # --- nginx -------------------------------------------------------------------------
 
 
-def self_signed_cert(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl is missing: apt-get install openssl"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=runboard.example.com", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
-
-
-def nginx_conf_around_site(folder: Path, site: str) -> Path:
-    """An nginx.conf like Debian's, including the site, with every path nginx writes in ``folder``."""
-    for placeholder in (CERT, KEY):
-        assert placeholder in site, f"the site no longer names {placeholder}: update this test"
-    cert, key = self_signed_cert(folder)
-    (folder / "runboard.conf").write_text(site.replace(CERT, str(cert)).replace(KEY, str(key)))
-    temp_paths = "\n".join(
-        f"    {kind}_temp_path {folder / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = folder / "nginx.conf"
-    conf.write_text(
-        f"pid {folder / 'nginx.pid'};\n"
-        f"error_log {folder / 'error.log'};\n"
-        "events {}\n"
-        "http {\n"
-        "    include /etc/nginx/mime.types;\n"
-        f"    access_log {folder / 'access.log'};\n"
-        f"{temp_paths}\n"
-        f"    include {folder / 'runboard.conf'};\n"
-        "}\n"
-    )
-    return conf
-
-
 def nginx_t(conf: Path) -> subprocess.CompletedProcess[str]:
-    assert os.access(NGINX, os.X_OK), f"{NGINX} is missing: apt-get install nginx (as root)"
-    folder = str(conf.parent)
-    return subprocess.run(
-        [NGINX, "-t", "-p", folder, "-c", str(conf), "-e", str(conf.parent / "error.log")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return subprocess.run(nginx_command(conf, "-t"), capture_output=True, text=True, timeout=60)
 
 
 def test_the_nginx_site_passes_nginx_t_without_warnings(tmp_path: Path) -> None:
@@ -325,8 +277,10 @@ def systemd_analyze_verify(root: Path, instance: str) -> subprocess.CompletedPro
 def test_each_unit_passes_systemd_analyze_verify(name: str, systemd_root: Path) -> None:
     """systemd's own check where systemd-analyze exists; the strict parser above where not."""
     if not shutil.which("systemd-analyze"):
-        print("systemd-analyze not found: the units were checked by the strict parser only",
-              file=sys.stderr)
+        print(
+            "systemd-analyze not found: the units were checked by the strict parser only",
+            file=sys.stderr,
+        )
         assert sorted(unit_file(name)) == sorted(UNITS[name][1])
         return
     result = systemd_analyze_verify(systemd_root, UNITS[name][0])
