@@ -378,3 +378,28 @@ def test_the_settings_accept_every_value_of_the_env_example(tmp_path: Path) -> N
         "False",
         "require",
     ]
+
+
+# --- the manage.py helper ----------------------------------------------------------
+
+MANAGE = DEPLOY / "runboard-manage"
+
+
+def test_the_manage_helper_is_valid_shell_and_runs_as_the_units_do() -> None:
+    assert os.access(MANAGE, os.X_OK)
+    subprocess.run(["sh", "-n", str(MANAGE)], check=True, timeout=30)
+    script = MANAGE.read_text()
+    assert "--uid=runboard" in script
+    assert f"--property=EnvironmentFile={ENV_FILE}" in script
+    assert "--working-directory=/opt/runboard" in script
+    assert f"{VENV_BIN}/python manage.py" in script
+
+
+def test_the_manage_helper_uses_only_options_systemd_run_has() -> None:
+    systemd_run = shutil.which("systemd-run")
+    assert systemd_run, "systemd-run is missing: apt-get install systemd"
+    usage = subprocess.run(
+        [systemd_run, "--help"], capture_output=True, text=True, timeout=30
+    ).stdout
+    for option in re.findall(r"(--[a-z-]+)", MANAGE.read_text()):
+        assert option in usage, option
