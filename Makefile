@@ -49,12 +49,15 @@ demo: migrate
 
 # Debian's Chromium drives the browser tests (Playwright's own browser download
 # cannot work here, so it is launched with executable_path); PostgreSQL and
-# Redis are the production backends test-backends runs on.
+# Redis are the production backends test-backends runs on; nginx checks the
+# deployment's site (tests/deploy), Prometheus scrapes /metrics in a test.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	test -x /usr/lib/postgresql/15/bin/postgres || missing="$$missing postgresql-15"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	test -x /usr/sbin/nginx || missing="$$missing nginx"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages the tests need:$$missing"; \
