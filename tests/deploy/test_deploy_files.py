@@ -8,8 +8,8 @@ installs it; without systemd-analyze the units still go through a strict parser.
 from __future__ import annotations
 
 import os
-import secrets
 import re
+import secrets
 import shutil
 import subprocess
 import sys
