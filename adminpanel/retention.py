@@ -82,9 +82,7 @@ def default_pause_s() -> float:
 def delete_batch(target: Target, cutoff: datetime, batch: int) -> int:
     """Delete up to ``batch`` of ``target``'s oldest rows before ``cutoff``, in one transaction."""
     with transaction.atomic():
-        keys = list(
-            target.old(cutoff).order_by(target.column).values_list("pk", flat=True)[:batch]
-        )
+        keys = list(target.old(cutoff).order_by(target.column).values_list("pk", flat=True)[:batch])
         if not keys:
             return 0
         # No cascades or signals for these models: Django issues one DELETE … WHERE id IN.

@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 
 # How often the loop looks whether SIGTERM came while it waits for the next run.
 WAKE_S = 0.5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def whole_number(option: str, value: Any, minimum: int) -> int:
@@ -61,6 +62,7 @@ class Command(BaseCommand):
         self.batch: int | None = None
         self.dry_run = False
         self.stopping = False
+        self.clock = timezone.now
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -85,12 +87,15 @@ class Command(BaseCommand):
             self.prune_once()
             return
         every = whole_number("--every", options["every"], 1)
-        signal.signal(signal.SIGTERM, self.on_signal)
-        signal.signal(signal.SIGINT, self.on_signal)
+        previous = {sig: signal.signal(sig, self.on_signal) for sig in STOP_SIGNALS}
         log.info("prune_loop_started", every_s=every)
-        while not self.stopping:
-            self.prune_once()
-            self.wait(every)
+        try:
+            while not self.stopping:
+                self.prune_once()
+                self.wait(every)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         log.info("prune_loop_stopped")
 
     def on_signal(self, *args: Any) -> None:
@@ -100,12 +105,13 @@ class Command(BaseCommand):
         """Prune once with today's settings; True when rows went (or would go, dry run)."""
         days = self.days or settings.RUNBOARD_RETENTION_DAYS
         batch = self.batch or settings.RUNBOARD_PRUNE_BATCH
-        now = timezone.now()
+        now = self.clock()
         if self.dry_run:
             result = retention.prunable(now, days, batch)
         else:
             result = retention.prune(now, days, batch, pause_s=retention.default_pause_s())
         self.stdout.write("\n".join(describe(result)))
+        self.stdout.flush()  # a loop's output reaches the journal as it happens
         return result.deleted > 0
 
     def wait(self, seconds: float) -> bool:
