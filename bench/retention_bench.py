@@ -74,7 +74,7 @@ def setup_django(workdir: Path, database_url: str) -> None:
 
 
 def fill_sql(vendor: str, table: str) -> str:
-    """One statement inserting rows ``lo`` ≤ i < ``hi``; params: (gateway, first session, t0, lo, hi)."""
+    """One statement inserting rows ``lo`` ≤ i < ``hi`` (params: see ``fill``)."""
     columns = "gateway_id, session_id, boot_id, seq, kind, at, received_at, run_id, data"
     if vendor == "postgresql":
         return (
@@ -115,8 +115,9 @@ def analyze() -> None:
     from adminpanel.models import TimelineEvent
 
     table = TimelineEvent._meta.db_table
+    postgres = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
-        cursor.execute(f"VACUUM ANALYZE {table}" if connection.vendor == "postgresql" else "ANALYZE")
+        cursor.execute(f"VACUUM ANALYZE {table}" if postgres else "ANALYZE")
 
 
 def timeline_count() -> int:

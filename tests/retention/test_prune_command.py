@@ -113,8 +113,17 @@ def test_the_loop_runs_a_step_then_stops_when_signalled(old_rows: None) -> None:
     command = command_at_now()
     steps: list[bool] = []
     step = command.prune_once
-    command.prune_once = lambda: steps.append(step()) or steps[-1]  # type: ignore[method-assign]
-    command.wait = lambda seconds: command.on_signal() or False  # type: ignore[method-assign]
+
+    def counted_step() -> bool:
+        steps.append(step())
+        return steps[-1]
+
+    def wait_until_signalled(seconds: float) -> bool:
+        command.on_signal(signal.SIGTERM, None)  # as if SIGTERM came during the wait
+        return False
+
+    command.prune_once = counted_step  # type: ignore[method-assign]
+    command.wait = wait_until_signalled  # type: ignore[method-assign]
 
     call_command(command, "--loop", "--every", "5", "--days", "30")
 

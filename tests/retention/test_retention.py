@@ -97,7 +97,7 @@ def test_a_batch_deletes_the_oldest_rows_first() -> None:
     timeline_events(session, 40 * DAY, count=2)
     cutoff = retention.cutoff_for(NOW, 30)
 
-    assert retention.delete_batch(retention.TARGETS[0], cutoff, 2) == 2
+    assert retention.delete_batch(retention.TARGETS[0], cutoff, 2)[0] == 2
 
     left = set(TimelineEvent.objects.values_list("pk", flat=True))
     assert left.isdisjoint(e.pk for e in oldest) and len(left) == 2
