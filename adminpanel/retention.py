@@ -2,10 +2,10 @@
 
 The store would otherwise grow without bound. Rows go in small batches, each
 its own short transaction (select a batch of primary keys by an indexed time
-column, oldest first, then delete those keys), so neither the bridge's ingest
-nor PostgreSQL's autovacuum ever waits behind one long delete. Nothing has a
-foreign key to these three tables, so deleting them leaves every other row
-whole; active flags and audit entries are never candidates. Figures and the
+column, oldest first, then delete those keys): on SQLite ingest never waits
+behind one long delete, on PostgreSQL no transaction grows with the table.
+Nothing has a foreign key to these three tables, so deleting them leaves every
+other row whole; active flags and audit entries are never candidates. Figures and the
 reasoning behind the pause on SQLite: docs/notes/retention.md.
 """
 
