@@ -235,6 +235,8 @@ class TimelineEvent(models.Model):
             models.Index(fields=["session", "at"], name="timeline_session_at"),
             # Gateway page: recent events of one gateway.
             models.Index(fields=["gateway", "at"], name="timeline_gateway_at"),
+            # Retention: the oldest received rows first (adminpanel/retention.py).
+            models.Index(fields=["received_at"], name="timeline_received_at"),
         ]
 
     def __str__(self) -> str:

@@ -239,6 +239,10 @@ RUNBOARD_REORDER_WAIT_S = env_float("RUNBOARD_REORDER_WAIT_S", 2.0, minimum=0.0)
 RUNBOARD_DETECT_TICK_S = env_float("RUNBOARD_DETECT_TICK_S", 0.5, minimum=0.05)
 # How often the recovery policies look for due countdowns (adminpanel/recovery.py).
 RUNBOARD_RECOVERY_TICK_S = env_float("RUNBOARD_RECOVERY_TICK_S", 1.0, minimum=0.05)
+# Timeline events, skips and cleared flags older than this go (adminpanel/retention.py);
+# audit entries never do. `manage.py prune` deletes them this many rows per transaction.
+RUNBOARD_RETENTION_DAYS = env_int("RUNBOARD_RETENTION_DAYS", 30, minimum=1)
+RUNBOARD_PRUNE_BATCH = env_int("RUNBOARD_PRUNE_BATCH", 5000, minimum=1)
 
 # --- Flag thresholds (adminpanel.detect) -------------------------------------
 
