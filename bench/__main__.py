@@ -15,6 +15,7 @@ BENCHMARKS = (
     "sessions_page",
     "event_to_dom",
     "viewer_queries",
+    "retention_bench",
 )
 
 
