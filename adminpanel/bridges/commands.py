@@ -28,7 +28,7 @@ from channels.layers import get_channel_layer
 from gateway_bridge.errors import GatewayError, GatewayTimeout, GatewayUnavailable
 
 if TYPE_CHECKING:
-    from gateway_bridge.bridge import Bridge
+    from gateway_bridge.connection import Bridge
 
 log = structlog.get_logger(__name__)
 

@@ -25,7 +25,7 @@ from adminpanel.bridges.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer,
 from adminpanel.ingest import Ingestor
 from adminpanel.live.broadcast import Broadcaster
 from adminpanel.models import Gateway
-from gateway_bridge.bridge import Bridge, ConnectionState
+from gateway_bridge.connection import Bridge, ConnectionState
 from gateway_bridge.errors import GatewayError
 from gateway_bridge.events import RegistryEvent
 

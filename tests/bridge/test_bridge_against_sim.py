@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from gateway_bridge.bridge import Bridge, ForceClearResult
+from gateway_bridge.connection import Bridge
+from gateway_bridge.results import ForceClearResult
 from gateway_bridge.errors import GatewayUnavailable
 from gateway_bridge.events import (
     GatewayStopping,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway_bridge.bridge import Bridge, EventSink
+from gateway_bridge.connection import Bridge
+from gateway_bridge.feed import EventSink
 from gateway_bridge.events import (
     DispatchSkipped,
     FollowupDrainFailed,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway_bridge.bridge import ABORT_FALLBACK_DETAIL, ForceClearResult
+from gateway_bridge.observer.mode import ABORT_FALLBACK_DETAIL
+from gateway_bridge.results import ForceClearResult
 from gateway_bridge.events import LockAcquired, LockReleased, PhaseChanged, WaiterAdded
 from tests.bridge.scripted import until
 from tests.bridge.support import ListSink, running
