@@ -2,15 +2,18 @@
 
 One attempt on one session goes: validate, read the session as the store has
 it, refuse at once if its owner is no longer the run the operator saw
-(``conflict``, nothing sent), write the audit intent, make the gateway calls
-through the session's bridge (``bridge_commands``) within one deadline (the
-bridge's call timeout), and write the audit outcome: ``success``, ``noop``
+(``conflict``, nothing sent), write the audit intent, ask the session's bridge
+once to carry the action out within one deadline (the bridge's call timeout;
+which gateway calls that takes is ``gateway_bridge``'s to decide, and it
+reports the calls it made), and write the audit outcome: ``success``, ``noop``
 (nothing needed doing), ``conflict`` (the gateway's compare-and-clear found
 another owner) or ``error`` (gateway down, slow, or refused). Nothing is
 retried. The same ``once`` key (a form's submission id, an API client's
 Idempotency-Key) returns the first attempt's outcome instead of acting twice.
 
-Used by the pages, the JSON API and the recovery policies alike.
+Used by the pages, the JSON API and the recovery policies alike; the pages and
+the API reach the bridge over the channel layer, recovery (in the bridge's
+process) directly.
 """
 
 from __future__ import annotations
