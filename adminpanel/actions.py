@@ -2,15 +2,18 @@
 
 One attempt on one session goes: validate, read the session as the store has
 it, refuse at once if its owner is no longer the run the operator saw
-(``conflict``, nothing sent), write the audit intent, make the gateway calls
-through the session's bridge (``bridge_commands``) within one deadline (the
-bridge's call timeout), and write the audit outcome: ``success``, ``noop``
+(``conflict``, nothing sent), write the audit intent, ask the session's bridge
+once to carry the action out within one deadline (the bridge's call timeout;
+which gateway calls that takes is ``gateway_bridge``'s to decide, and it
+reports the calls it made), and write the audit outcome: ``success``, ``noop``
 (nothing needed doing), ``conflict`` (the gateway's compare-and-clear found
 another owner) or ``error`` (gateway down, slow, or refused). Nothing is
 retried. The same ``once`` key (a form's submission id, an API client's
 Idempotency-Key) returns the first attempt's outcome instead of acting twice.
 
-Used by the pages, the JSON API and the recovery policies alike.
+Used by the pages, the JSON API and the recovery policies alike; the pages and
+the API reach the bridge over the channel layer, recovery (in the bridge's
+process) directly.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from adminpanel.audit import chain as audit
-from adminpanel.bridges.commands import CommandAnswer, call_bridge
+from adminpanel.bridges.command_client import BridgeCaller, call_bridge
 from adminpanel.models import AuditEntry, DispatchSkip, Session, Waiter
+from gateway_bridge import commands
 from gateway_bridge.errors import GatewayError
 
 log = structlog.get_logger(__name__)
@@ -211,32 +215,11 @@ def requeued_keys(session: Session) -> set[str]:
 def planned_calls(
     action: str, mode: str, target: Target, messages: list[HeldMessage]
 ) -> list[dict[str, Any]]:
-    """The gateway calls an action will make in ``mode`` (plugin or observer): for the
-    confirmation dialog and the intent."""
-    observer = mode == "observer"
-    key, run = target.session_key, target.expect_run_id
-    clear: dict[str, Any] = (
-        {"method": "chat.abort", "params": {"sessionKey": key, "runId": run},
-         "note": "observer mode: the run is aborted, not cleared from the registry"}
-        if observer
-        else {"method": "runboard.registry.forceClear",
-              "params": {"sessionKey": key, "expectRunId": run}}
-    )  # fmt: skip
-    requeue: dict[str, Any] = {
-        "method": "chat.send" if observer else "runboard.registry.requeue",
-        "params": {
-            "sessionKey": key,
-            "messages": [{"idempotencyKey": m.idempotency_key, "preview": m.preview or m.text[:80]}
-                         for m in messages],
-        },
-    }  # fmt: skip
-    abort: dict[str, Any] = {"method": "chat.abort", "params": {"sessionKey": key, "runId": run}}
-    return {
-        "force_clear": [clear],
-        "requeue": [requeue] if messages else [],
-        "abort": [abort],
-        "clear_and_requeue": [clear, requeue] if messages else [clear],
-    }[action]
+    """The gateway calls an action will make in ``mode``, as ``gateway_bridge`` plans them:
+    for the confirmation dialog and the intent."""
+    pairs = [(m.preview or m.text, m.idempotency_key) for m in messages]
+    calls = commands.plan(action, mode, target.session_key, target.expect_run_id, pairs)
+    return [call.as_dict() for call in calls]
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,23 +418,19 @@ async def perform(
     once_key: str = "",
     dry_run: bool = False,
     timeout_s: float | None = None,
+    caller: BridgeCaller = call_bridge,
 ) -> Outcome:
-    """Do one action on one session and audit it; raises ``ActionRefused`` for a bad request."""
+    """Do one action on one session and audit it; raises ``ActionRefused`` for a bad request.
+
+    ``caller`` reaches the gateway's bridge: over the channel layer by default,
+    directly when the caller runs in the bridge's process (recovery).
+    """
     reason = _validate(action, target, reason)
     once = f"{once_key}|{target.gateway}|{target.session_key}" if once_key else ""
     a = _Attempt(action, target, reason, actor, request_id, client_addr, batch, once, dry_run)
     await sync_to_async(_read)(a)
     budget = settings.RUNBOARD_CALL_TIMEOUT_S if timeout_s is None else timeout_s
     started = time.monotonic()
-    bridge_error: GatewayError | None = None
-    sends = bool(planned_calls(action, a.state["mode"], target, a.messages))
-    if sends and not a.conflict and not dry_run:
-        # The bridge's own mode decides the calls (the store may not have mirrored it yet).
-        try:
-            state = await call_bridge(a.target.gateway, "state", {}, timeout_s=budget)
-            a.state["mode"] = str(state.result.get("mode") or a.state["mode"])
-        except GatewayError as exc:
-            bridge_error = exc
     await sync_to_async(_write_intent)(a)
     assert a.intent is not None
     if not a.first:
@@ -461,90 +440,98 @@ async def perform(
             await asyncio.sleep(0.05)
             outcome = await sync_to_async(first_outcome)(a.intent.pk)
         return outcome
-    calls: list[dict[str, Any]]
+    calls: list[dict[str, Any]] = []
+    planned = planned_calls(action, a.state["mode"], target, a.messages)
     if a.conflict:
-        result, detail, calls = "conflict", a.conflict, []
+        result, detail = "conflict", a.conflict
     elif dry_run:
-        planned = planned_calls(action, a.state["mode"], target, a.messages)
-        result, detail, calls = "noop", "Dry run: nothing was sent to the gateway.", []
+        result, detail = "noop", "Dry run: nothing was sent to the gateway."
         detail += f" It would have made {len(planned)} call(s)."
-    elif bridge_error is not None:
-        calls = [{"command": "state", "error": f"{bridge_error.code}: {bridge_error.message}"}]
-        result, detail = "error", f"Nothing was sent: {bridge_error.message}"
+    elif not planned:
+        result, detail = "noop", NOTHING_TO_REQUEUE
     else:
-        left = budget - (time.monotonic() - started)
-        result, detail, calls = await _call_gateway(a, left)
+        result, detail, calls = await _ask_bridge(a, caller, budget)
     ms = int((time.monotonic() - started) * 1000)
     await _await_release(a, result)
     after = await sync_to_async(_finish)(a, result, detail, calls, ms)
     return Outcome(a.intent.pk, result, detail, action, target, after, calls)
 
 
-async def _call_gateway(a: _Attempt, budget_s: float) -> tuple[str, str, list[dict[str, Any]]]:
-    deadline = time.monotonic() + budget_s
-    calls: list[dict[str, Any]] = []
-    key, run = a.target.session_key, a.target.expect_run_id
-
-    async def call(command: str, params: dict[str, Any]) -> CommandAnswer:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0.05:
-            raise GatewayError("no time left in the action's deadline for the next call")
-        record: dict[str, Any] = {"command": command, "params": _summary(params)}
-        calls.append(record)
-        try:
-            answer = await call_bridge(a.target.gateway, command, params, timeout_s=remaining)
-        except GatewayError as exc:
-            record["error"] = f"{exc.code}: {exc.message}"
-            raise
-        record["answer"] = answer.result if answer.ok else {"error": answer.error_code,
-                                                            "message": answer.error}  # fmt: skip
-        if not answer.ok:
-            raise GatewayError(answer.error or answer.error_code, code=answer.error_code)
-        return answer
-
+async def _ask_bridge(
+    a: _Attempt, caller: BridgeCaller, budget_s: float
+) -> tuple[str, str, list[dict[str, Any]]]:
+    """One command to the bridge for the whole action; judge what it reports."""
+    params: dict[str, Any] = {
+        "session_key": a.target.session_key,
+        "run_id": a.target.expect_run_id,
+        "reason": a.reason,
+        "messages": [[m.text, m.idempotency_key] for m in a.messages],
+    }
+    sent = {"command": a.action, "params": commands.step_params(
+        a.action, a.target.session_key, a.target.expect_run_id, a.reason,
+        params["messages"])}  # fmt: skip
     try:
-        if a.action == "abort":
-            answer = await call("abort", {"session_key": key, "run_id": run})
-            if answer.result.get("aborted"):
-                return "success", f"Run {run} was aborted.", calls
-            return "noop", f"The gateway had no run {run} to abort.", calls
-        if a.action in ("force_clear", "clear_and_requeue"):
-            params = {"session_key": key, "expect_run_id": run, "reason": a.reason}
-            cleared = (await call("force_clear", params)).result
-            if not cleared.get("cleared"):
-                current = cleared.get("current") or {}
-                if cleared.get("reason") == "owner_changed":
-                    return "conflict", (
-                        f"The gateway refused: run {current.get('run_id', '?')} holds the lock "
-                        f"now (phase {current.get('phase') or '?'}), not {run}. Nothing was done."
-                    ), calls  # fmt: skip
-                if cleared.get("reason") == "not_locked" and a.action == "force_clear":
-                    return "noop", "The lock was already released; nothing to clear.", calls
-                if cleared.get("reason") != "not_locked":
-                    return "error", (
-                        f"The gateway did not clear the lock ({cleared.get('reason')}). "
-                        f"{cleared.get('detail', '')}".strip()
-                    ), calls  # fmt: skip
-            how = " (observer mode: by chat.abort)" if cleared.get("fallback") else ""
-            cleared_text = (
-                f"Lock of run {run} cleared{how}."
-                if cleared.get("cleared")
-                else "The lock was already released."
-            )
-            if a.action == "force_clear":
-                return "success", cleared_text, calls
-            if not a.messages:
-                return "success", f"{cleared_text} {_admitted(a)}{NOTHING_TO_REQUEUE}", calls
-            sent = await _requeue(call, a)
-            return "success", f"{cleared_text} {_admitted(a)}{sent}", calls
-        # requeue
-        if not a.messages:
-            return "noop", NOTHING_TO_REQUEUE, calls
-        sent = await _requeue(call, a)
-        return ("noop" if sent.startswith("0 ") else "success"), sent, calls
+        answer = await caller(a.target.gateway, a.action, params, timeout_s=budget_s)
     except GatewayError as exc:
-        done = " after the lock was cleared" if len(calls) > 1 else ""
-        return "error", f"The gateway call failed{done}: {exc.message}", calls
+        calls = [{**sent, "error": f"{exc.code}: {exc.message}"}]
+        return "error", f"The gateway call failed: {exc.message}", calls
+    if not answer.ok:
+        calls = [{**sent, "answer": {"error": answer.error_code, "message": answer.error}}]
+        return "error", f"The gateway call failed: {answer.error or answer.error_code}", calls
+    done = answer.result
+    calls = list(done.get("calls") or [])
+    result, detail = _judge(a, done)
+    return result, detail, calls
+
+
+def _judge(a: _Attempt, done: dict[str, Any]) -> tuple[str, str]:
+    """success, noop, conflict or error, and the words for it, from what the bridge did."""
+    run = a.target.expect_run_id
+    error = str(done.get("error") or "")
+    failed = f"The gateway call failed: {error}"
+    if a.action == "abort":
+        aborted = done.get("aborted")
+        if aborted is None:
+            return "error", failed
+        if aborted.get("aborted"):
+            return "success", f"Run {run} was aborted."
+        return "noop", f"The gateway had no run {run} to abort."
+    cleared_text = ""
+    if a.action in ("force_clear", "clear_and_requeue"):
+        cleared = done.get("cleared")
+        if cleared is None:
+            return "error", failed
+        if not cleared.get("cleared"):
+            current = cleared.get("current") or {}
+            if cleared.get("reason") == "owner_changed":
+                return "conflict", (
+                    f"The gateway refused: run {current.get('run_id', '?')} holds the lock "
+                    f"now (phase {current.get('phase') or '?'}), not {run}. Nothing was done."
+                )
+            if cleared.get("reason") == "not_locked" and a.action == "force_clear":
+                return "noop", "The lock was already released; nothing to clear."
+            if cleared.get("reason") != "not_locked":
+                return "error", (
+                    f"The gateway did not clear the lock ({cleared.get('reason')}). "
+                    f"{cleared.get('detail', '')}".strip()
+                )
+        how = " (observer mode: by chat.abort)" if cleared.get("fallback") else ""
+        cleared_text = (
+            f"Lock of run {run} cleared{how}."
+            if cleared.get("cleared")
+            else "The lock was already released."
+        )
+        if a.action == "force_clear":
+            return "success", cleared_text
+        if not a.messages:
+            return "success", f"{cleared_text} {_admitted(a)}{NOTHING_TO_REQUEUE}"
+        if error:
+            return "error", f"The gateway call failed after the lock was cleared: {error}"
+        return "success", f"{cleared_text} {_admitted(a)}{_requeued(done)}"
+    if error:
+        return "error", failed
+    sent = _requeued(done)
+    return ("noop" if sent.startswith("0 ") else "success"), sent
 
 
 def _admitted(a: _Attempt) -> str:
@@ -554,26 +541,11 @@ def _admitted(a: _Attempt) -> str:
     return f"The gateway admits the {waiting} message(s) that waited behind it itself. "
 
 
-async def _requeue(call: Any, a: _Attempt) -> str:
-    params = {
-        "session_key": a.target.session_key,
-        "messages": [[m.text, m.idempotency_key] for m in a.messages],
-    }
-    answer = await call("requeue", params)
-    rows = answer.result.get("results") or []
+def _requeued(done: dict[str, Any]) -> str:
+    rows = done.get("requeued") or []
     started = sum(1 for r in rows if r.get("status") == "started")
     duplicate = len(rows) - started
     text = f"{started} message(s) requeued"
     if duplicate:
         text += f", {duplicate} already delivered before (not sent again)"
     return text + "."
-
-
-def _summary(params: dict[str, Any]) -> dict[str, Any]:
-    """Calls as recorded in the audit: message texts cut to a preview."""
-    out = dict(params)
-    if "messages" in out:
-        out["messages"] = [
-            {"preview": str(text)[:80], "idempotency_key": key} for text, key in out["messages"]
-        ]
-    return out

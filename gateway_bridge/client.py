@@ -7,7 +7,7 @@ the peer is gone even if TCP has not noticed). A hostile or broken peer can
 make it log ``frame_rejected``, never crash the reader.
 
 It does not reconnect: one ``GatewayClient`` is one connection. The bridge
-(``gateway_bridge.bridge``) owns reconnecting and resyncing.
+(``gateway_bridge.connection``) owns reconnecting and resyncing.
 """
 
 from __future__ import annotations

@@ -2,10 +2,9 @@
 
 In WAL mode SQLite copies the log back into the database file (a checkpoint)
 from inside whichever commit pushes the log past 1,000 pages, and the copy
-ends with an fsync. Under the live load that commit is ingest's, every couple
-of seconds: on a busy disk the fsync took 30-150 ms, and every change that
-arrived meanwhile waited behind it (batches of 20 events: p99 34 ms with
-automatic checkpoints, 8 ms without).
+ends with an fsync. Under the live load that commit is ingest's, and every
+change that arrived meanwhile waited behind the fsync (measurements in
+docs/notes/bridge.md).
 
 While a ``Checkpointer`` runs, the SQLite connections this process opens turn
 automatic checkpoints off (``PRAGMA wal_autocheckpoint=0``), and the

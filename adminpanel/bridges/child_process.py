@@ -1,13 +1,14 @@
 """The demo's bridges in a process of their own, next to the web server.
 
-Ingest's SQLite statements and the broadcaster's renders hold the GIL between
-them for most of a loaded second; in the web server's process they delay the
-event loop that carries every viewer's socket. So ``manage.py demo`` runs
+Ingest's SQLite statements and the broadcaster's renders hold the GIL for much
+of a loaded second; in the web server's process they would delay the event
+loop that carries every viewer's socket. So ``manage.py demo`` runs
 ``manage.py runbridge`` as a child: the child owns the gateways' sockets,
 ingest, the flag rules, the broadcaster and recovery; the web process serves
 pages and sockets. They share the web process's channel layer through the
-channel hub (``channel_hub.py``): pushed rows reach the viewers, operator
-actions reach the bridges (``bridge_commands.py``), as with Redis.
+channel hub (``adminpanel/live/hub.py``): pushed rows reach the viewers,
+operator actions reach the bridges (``command_client`` → ``command_server``),
+as with Redis.
 
 The child dies with its parent (``PR_SET_PDEATHSIG``). If it dies on its own,
 it is started again after a pause that doubles up to ``RESTART_MAX_S`` and

@@ -13,7 +13,8 @@ what it would do. Each tick:
   (counted from the audit log, dry runs included); past the limit the policy
   waits and logs ``recovery_rate_limited``.
 
-Runs next to the bridges (``BridgeSupervisor``), whose process can reach them.
+Runs next to the bridges (``BridgeSupervisor``), and acts on them directly:
+its ``caller`` is the supervisor's own bridges, not the channel layer.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from django.utils import timezone
 
 from adminpanel import actions
 from adminpanel.actions import ActionRefused, Actor, Target
+from adminpanel.bridges.command_client import BridgeCaller
 from adminpanel.models import AuditEntry, Flag, RecoveryPolicy, Session
 
 log = structlog.get_logger(__name__)
@@ -120,7 +122,7 @@ def _set_countdowns(wanted: dict[int, tuple[datetime, str]]) -> set[SessionKey]:
     return changed
 
 
-async def act(item: Due) -> actions.Outcome | None:
+async def act(item: Due, caller: BridgeCaller) -> actions.Outcome | None:
     try:
         outcome = await actions.perform(
             item.action,
@@ -128,6 +130,7 @@ async def act(item: Due) -> actions.Outcome | None:
             reason=item.reason,
             actor=Actor(item.policy, kind="policy"),
             dry_run=item.dry_run,
+            caller=caller,
         )
     except ActionRefused as exc:  # the session went away between plan and act
         log.warning("recovery_refused", policy=item.policy, error=str(exc))
@@ -144,17 +147,28 @@ async def act(item: Due) -> actions.Outcome | None:
     return outcome
 
 
-async def run(stop: asyncio.Event, note: Callable[[Iterable[SessionKey]], None]) -> None:
-    """Tick until ``stop``: countdowns to the viewers (``note``), due actions one by one."""
-    tick = sync_to_async(plan, thread_sensitive=True)
+async def tick(
+    caller: BridgeCaller,
+    note: Callable[[Iterable[SessionKey]], None],
+    now: datetime | None = None,
+) -> list[actions.Outcome | None]:
+    """One round: countdowns to the viewers (``note``), then what is due, one by one."""
+    planning = sync_to_async(plan, thread_sensitive=True)
+    due, changed = await planning(now)
+    note(changed)
+    outcomes = [await act(item, caller) for item in due]
+    if due:  # the countdowns of what just ran are gone now
+        note((await planning(now))[1])
+    return outcomes
+
+
+async def run(
+    stop: asyncio.Event, note: Callable[[Iterable[SessionKey]], None], caller: BridgeCaller
+) -> None:
+    """Tick until ``stop``."""
     while not stop.is_set():
         try:
-            due, changed = await tick()
-            note(changed)
-            for item in due:
-                await act(item)
-            if due:  # the countdowns of what just ran are gone now
-                note((await tick())[1])
+            await tick(caller, note)
         except Exception:  # a bad tick must not end recovery for good
             log.exception("recovery_tick_failed")
         with contextlib.suppress(TimeoutError):

@@ -4,7 +4,10 @@ This is the seam between ``gateway_bridge`` (plain asyncio, no Django) and the
 store: bridges hand batches of normalized events to a sink, the sink applies
 them through the single ``Ingestor`` (all store writes on one thread, in
 order), and a clock tick re-runs the flag rules so a lock that just sits
-still is flagged on time. Used by ``manage.py runbridge`` and ``manage.py demo``.
+still is flagged on time. Operator actions reach the bridges through their
+command listeners (``command_server``); automatic recovery (``recovery``)
+runs here too and calls the bridges directly. Used by ``manage.py runbridge``
+and ``manage.py demo``.
 """
 
 from __future__ import annotations
@@ -19,24 +22,19 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from adminpanel.bridges import commands as bridge_commands
-from adminpanel.bridges import recovery
+from adminpanel.bridges import command_server, recovery
 from adminpanel.bridges.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer, set_autocheckpoint
 from adminpanel.ingest import Ingestor
 from adminpanel.live.broadcast import Broadcaster
 from adminpanel.models import Gateway
-from gateway_bridge.bridge import Bridge, ConnectionState
-from gateway_bridge.errors import GatewayError
+from gateway_bridge.connection import Bridge, ConnectionState
 from gateway_bridge.events import RegistryEvent
 
 log = structlog.get_logger(__name__)
 
-# The event loop (gateway frames, viewers' sockets) shares the GIL with ingest's
-# thread and the broadcaster's render thread, and every query those threads run
-# gives the GIL up and takes it back. With CPython's default 5 ms switch interval
-# a busy loop keeps each such hand-back waiting up to 5 ms: a batch of a dozen
-# statements then took tens of milliseconds under load instead of a few. While
-# the bridges run, a short interval keeps the hand-off quick.
+# The event loop shares the GIL with ingest's and the broadcaster's threads, whose
+# queries hand it back and forth; a short switch interval keeps each hand-off quick
+# (docs/notes/bridge.md has the measurements).
 SWITCH_INTERVAL_S = 0.0005
 
 
@@ -107,6 +105,8 @@ class BridgeSupervisor:
         raise KeyError(f"no bridge for gateway {gateway!r}")
 
     def _apply(self, events: Sequence[RegistryEvent]) -> bool:
+        # The connection's state first: a lock in the store shows its gateway's mode too.
+        self._flush_states()
         result = self.ingestor.apply(events)
         self.broadcaster.note(result.changed_sessions)
         return result.needs_snapshot
@@ -128,35 +128,28 @@ class BridgeSupervisor:
             asyncio.create_task(b.run(), name=f"bridge:{b.gateway}") for b in self.bridges
         ]
         self._tasks.append(asyncio.create_task(self.broadcaster.run(stop), name="broadcaster"))
-        # Operator actions reach the gateways through these listeners (bridge_commands.py).
+        # Operator actions reach the gateways through these listeners.
         self._tasks += [
-            asyncio.create_task(bridge_commands.serve(b, stop), name=f"commands:{b.gateway}")
+            asyncio.create_task(command_server.serve(b, stop), name=f"commands:{b.gateway}")
             for b in self.bridges
         ]
-        # Opt-in automatic recovery acts through the same listeners (recovery.py).
+        # Opt-in automatic recovery acts on the bridges of this process directly.
+        caller = command_server.local_caller(self.bridge)
         self._tasks.append(
-            asyncio.create_task(recovery.run(stop, self.broadcaster.note), name="recovery")
+            asyncio.create_task(recovery.run(stop, self.broadcaster.note, caller), name="recovery")
         )
         tick = sync_to_async(self._tick, thread_sensitive=True)
         try:
             while not stop.is_set():
-                if overdue := await tick():
-                    await self._resync(overdue)
+                overdue = await tick()
+                for bridge in (b for b in self.bridges if b.gateway in overdue):
+                    # A gap outlived the reorder wait: the bridge's own resync repairs it.
+                    bridge.request_resync()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.RUNBOARD_DETECT_TICK_S)
         finally:
             await self.stop()
             sys.setswitchinterval(switch_interval)
-
-    async def _resync(self, gateways: set[str]) -> None:
-        """A gap outlived the reorder wait: reconcile those gateways from a fresh snapshot."""
-        for bridge in (b for b in self.bridges if b.gateway in gateways):
-            try:
-                snapshot = await bridge.snapshot()
-            except GatewayError as exc:
-                log.warning("resync_failed", gateway=bridge.gateway, error=str(exc))
-                continue
-            await self._write([snapshot])
 
     async def stop(self) -> None:
         await asyncio.gather(*(b.stop() for b in self.bridges), return_exceptions=True)

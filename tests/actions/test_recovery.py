@@ -17,7 +17,8 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 from django.utils import timezone
 
-from adminpanel.models import AuditEntry, Gateway, RecoveryPolicy, Session
+from adminpanel.bridges import command_server, recovery
+from adminpanel.models import AuditEntry, Flag, Gateway, RecoveryPolicy, Session
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
 from tests.fixtures_sim import FAST, SimGatewayFactory
 from tests.test_views import Stream, ingest, locked_sessions
@@ -52,15 +53,53 @@ def countdown(key: str) -> tuple[Any, str]:
     return session.auto_action_at, session.auto_policy
 
 
+@sync_to_async
+def flagged(key: str, code: str = "no_progress") -> bool:
+    return Flag.objects.filter(
+        session__session_key=key, code=code, cleared_at__isnull=True
+    ).exists()
+
+
+async def no_bridge_call(gateway: str, command: str, params: Any, *, timeout_s: float) -> Any:
+    raise AssertionError(f"recovery asked the bridge for {command}")
+
+
 async def test_without_an_enabled_policy_nothing_is_done(sim_gateway: SimGatewayFactory) -> None:
     gw = await sim_gateway(profile="2026.9", **FAST)
     await policy(enabled=False, dry_run=False, after_s=0)
     async with mirrored(gw):
         run_id = await hung_run(gw)
-        await asyncio.sleep(1.5)  # flagged, and long past the (disabled) policy's threshold
+
+        async def raised() -> bool:
+            return await flagged(HUNG)
+
+        await eventually(raised)  # the flag the policy is about is up
+        noted: set[Any] = set()
+        an_hour_later = timezone.now() + timedelta(hours=1)  # long past any threshold
+        assert await recovery.tick(no_bridge_call, noted.update, now=an_hour_later) == []
         assert await held_by(HUNG) == run_id
         assert await countdown(HUNG) == (None, "")
     assert await policy_attempts() == []
+
+
+async def test_recovery_acts_on_its_own_bridge_without_the_channel_layer(
+    sim_gateway: SimGatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_listener(bridge: Any, stop: asyncio.Event) -> None:
+        await stop.wait()
+
+    # No command listener: only a direct call reaches the bridge.
+    monkeypatch.setattr(command_server, "serve", no_listener)
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    await policy(enabled=True, dry_run=False, after_s=0)
+    async with mirrored(gw):
+        await hung_run(gw)
+
+        async def released_and_recorded() -> bool:
+            return not await held_by(HUNG) and len(await policy_attempts()) == 2
+
+        await eventually(released_and_recorded)
+    assert await policy_attempts() == [("intent", "", False), ("outcome", "success", False)]
 
 
 async def test_a_dry_run_shows_a_countdown_then_records_what_it_would_do_once(
@@ -143,5 +182,6 @@ def test_a_countdown_shows_on_the_row_until_the_policy_acts(transactional_db: No
     client.force_login(make_user("viewer"))
     html = client.get("/").content.decode()
     assert "auto-recovery unstick in" in html
-    assert re.search(r'<span class="left">4[0-2] s</span>', html)
+    left = re.search(r'<span class="left">(\d+) s</span>', html)
+    assert left is not None and 0 <= int(left[1]) <= 42  # at most the time set
     assert 'class="countdown" data-due="' in html

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
-from gateway_bridge.bridge import ConnectionState
+from gateway_bridge.connection import ConnectionState
 from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
 from tests.api.support import get, post
 from tests.test_views import Stream, ingest, locked_sessions

@@ -8,7 +8,7 @@ import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from gateway_bridge.bridge import Bridge, ConnectionState
+from gateway_bridge.connection import Bridge, ConnectionState
 from gateway_bridge.events import RegistryEvent, Snapshot
 
 

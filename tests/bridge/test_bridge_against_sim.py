@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from gateway_bridge.bridge import Bridge, ForceClearResult
+from gateway_bridge.connection import Bridge
 from gateway_bridge.errors import GatewayUnavailable
 from gateway_bridge.events import (
     GatewayStopping,
@@ -18,6 +18,7 @@ from gateway_bridge.events import (
     Snapshot,
     WaiterAdded,
 )
+from gateway_bridge.results import ForceClearResult
 from simgateway.server import SimGateway
 from tests.bridge.scripted import until
 from tests.bridge.support import ListSink, StateLog, quick_bridge_settings, running

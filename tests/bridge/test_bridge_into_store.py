@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Session
-from gateway_bridge.bridge import Bridge
+from gateway_bridge.connection import Bridge
 from gateway_bridge.events import RegistryEvent
 from tests.bridge.scripted import until
 from tests.bridge.support import running

@@ -6,7 +6,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from gateway_bridge.bridge import Bridge, full_jitter_delay
+from gateway_bridge.connection import Bridge, full_jitter_delay
 from gateway_bridge.events import LockAcquired, RegistryEvent, SessionStatusChanged, Snapshot
 from tests.bridge.scripted import ScriptedGateway, now_ms, until
 from tests.bridge.support import ListSink, StateLog, running

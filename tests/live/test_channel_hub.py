@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from adminpanel.bridges import commands as bridge_commands
+from adminpanel.bridges import command_client, command_server
 from adminpanel.live import hub as channel_hub
 from adminpanel.live.hub import ChannelHub, HubChannelLayer, HubUnavailable, encode
 from adminpanel.live.layers import group_has_members
@@ -62,7 +62,8 @@ async def test_a_group_send_from_the_bridge_reaches_every_viewer_once_in_order(p
 
 
 async def test_a_command_and_its_answer_cross_both_ways(pair: Pair) -> None:
-    # As bridge_commands: the bridge's inbox joins a group, the web sends with a reply channel.
+    # As command_server and command_client: the inbox joins a group, the web sends with a
+    # reply channel.
     inbox = await pair.bridge.new_channel("runboard-bridge-inbox.")
     await pair.bridge.group_add("runboard-bridge.sim", inbox)
     listening = asyncio.ensure_future(pair.bridge.receive(inbox))
@@ -82,17 +83,17 @@ async def test_a_bridge_command_goes_through_the_hub_even_right_after_the_host_b
     # The monotonic clock counts from boot: a listener must not wait for it to pass
     # REJOIN_EVERY_S before joining its group for the first time.
     booted = SimpleNamespace(monotonic=lambda: 5.0, time=time.time)
-    monkeypatch.setattr(bridge_commands, "time", booted)
-    monkeypatch.setattr(bridge_commands, "get_channel_layer", lambda: pair.bridge)
+    monkeypatch.setattr(command_server, "time", booted)
+    monkeypatch.setattr(command_server, "get_channel_layer", lambda: pair.bridge)
     bridge = SimpleNamespace(
         gateway="sim", state=SimpleNamespace(status="connected", mode="plugin")
     )
     stop = asyncio.Event()
-    listening = asyncio.create_task(bridge_commands.serve(bridge, stop))  # type: ignore[arg-type]
+    listening = asyncio.create_task(command_server.serve(bridge, stop))  # type: ignore[arg-type]
     try:
-        await until(lambda: pair.web.groups.get(bridge_commands.group_for("sim")))
-        monkeypatch.setattr(bridge_commands, "get_channel_layer", lambda: pair.web)
-        answer = await bridge_commands.call_bridge("sim", "state", {}, timeout_s=5)
+        await until(lambda: pair.web.groups.get(command_client.group_for("sim")))
+        monkeypatch.setattr(command_client, "get_channel_layer", lambda: pair.web)
+        answer = await command_client.call_bridge("sim", "state", {}, timeout_s=5)
         assert answer.ok and answer.result == {"status": "connected", "mode": "plugin"}
     finally:
         stop.set()

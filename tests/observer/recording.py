@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway_bridge.events import RegistryEvent, Snapshot
-from gateway_bridge.observer import ObserverTranslator, waiter_timeout_ms_for
+from gateway_bridge.observer.translator import ObserverTranslator, waiter_timeout_ms_for
 
 RECORDING = Path(__file__).parent / "data" / "openclaw-2026.9.6-frames.jsonl"
 

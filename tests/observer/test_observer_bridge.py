@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway_bridge.bridge import Bridge, EventSink
+from gateway_bridge.connection import Bridge
 from gateway_bridge.events import (
     DispatchSkipped,
     FollowupDrainFailed,
@@ -17,6 +17,7 @@ from gateway_bridge.events import (
     WaiterAdded,
     WaiterResolved,
 )
+from gateway_bridge.feed import EventSink
 from tests.bridge.scripted import until
 from tests.bridge.support import ListSink, quick_bridge_settings, running
 from tests.fixtures_sim import FAST

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway_bridge.bridge import ABORT_FALLBACK_DETAIL, ForceClearResult
 from gateway_bridge.events import LockAcquired, LockReleased, PhaseChanged, WaiterAdded
+from gateway_bridge.observer.mode import ABORT_FALLBACK_DETAIL
+from gateway_bridge.results import ForceClearResult
 from tests.bridge.scripted import until
 from tests.bridge.support import ListSink, running
 from tests.observer.conftest import ObserverGatewayFactory

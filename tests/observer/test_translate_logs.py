@@ -11,7 +11,8 @@ from gateway_bridge.events import (
     LockReleased,
     RegistryEvent,
 )
-from gateway_bridge.observer import ObserverTranslator, parse_log_line
+from gateway_bridge.gateway_log import parse_log_line
+from gateway_bridge.observer.translator import ObserverTranslator
 from tests.observer.recording import frames
 
 KEY = "agent:x:main"

@@ -16,11 +16,8 @@ from gateway_bridge.events import (
     WaiterAdded,
     WaiterResolved,
 )
-from gateway_bridge.observer import (
-    OBSERVER_BLIND_SPOTS,
-    ObserverTranslator,
-    waiter_timeout_ms_for,
-)
+from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
+from gateway_bridge.observer.translator import ObserverTranslator, waiter_timeout_ms_for
 from tests.observer.test_translate_logs import tslog
 
 KEY = "agent:main:telegram:direct:alice"

@@ -12,7 +12,7 @@ from django.utils.html import escape
 
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
-from gateway_bridge.bridge import ConnectionState
+from gateway_bridge.connection import ConnectionState
 from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
 
 

@@ -2,7 +2,7 @@
 
 The web server (daphne) runs here; the bridges run in a child process
 (``manage.py runbridge``) that reaches this process's in-memory channel layer
-through the channel hub (``adminpanel/bridge_process.py``), so ingest does not
+through the channel hub (``adminpanel/bridges/child_process.py``), so ingest does not
 share a GIL with the viewers' sockets. ``--bridge inline`` runs them on the
 web server's own loop instead, as before. The simulated gateways run in a
 child process, as a real gateway would run elsewhere; when

@@ -1,0 +1,106 @@
+"""The web side of gateway commands: ask the bridge that owns a gateway, over the channel layer.
+
+The web process does not hold the gateway's socket: the bridge does, in the
+web server's own process (in-memory layer) or in its own (``manage.py
+runbridge``, through the channel hub or Redis). A command is a channel-layer
+message to the group ``runboard-bridge.<gateway>``, which the bridge's
+listener (``command_server``) joins; the answer comes back on a reply channel.
+
+Each command carries its deadline (wall clock, so it means the same in both
+processes). The caller waits no longer than that. Nothing is retried: a
+command that timed out is reported as such, and the operator decides what to
+do next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from channels.layers import get_channel_layer
+
+from gateway_bridge.errors import GatewayUnavailable
+
+MESSAGE_TYPE = "bridge.command"
+# One command per operator action, and the connection's state.
+COMMANDS = ("force_clear", "requeue", "abort", "clear_and_requeue", "state")
+
+
+def group_for(gateway: str) -> str:
+    return f"runboard-bridge.{gateway}"
+
+
+class BridgeNotAnswering(GatewayUnavailable):
+    """No bridge answered for this gateway before the deadline."""
+
+    default_code = "BRIDGE_NOT_ANSWERING"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAnswer:
+    """What the bridge answered: ``result`` on success, else the error's code and message."""
+
+    ok: bool
+    result: dict[str, Any]
+    error_code: str = ""
+    error: str = ""
+    retryable: bool = False
+
+    @classmethod
+    def from_reply(cls, message: dict[str, Any]) -> CommandAnswer:
+        return cls(
+            ok=bool(message.get("ok")),
+            result=dict(message.get("result") or {}),
+            error_code=str(message.get("error_code") or ""),
+            error=str(message.get("error") or ""),
+            retryable=bool(message.get("retryable")),
+        )
+
+
+class BridgeCaller(Protocol):
+    """How an action reaches a gateway's bridge: ``call_bridge`` from the web process,
+    or the bridge itself when the caller runs beside it (recovery)."""
+
+    def __call__(
+        self, gateway: str, command: str, params: dict[str, Any], *, timeout_s: float
+    ) -> Awaitable[CommandAnswer]: ...
+
+
+async def call_bridge(
+    gateway: str, command: str, params: dict[str, Any], *, timeout_s: float
+) -> CommandAnswer:
+    """Send ``command`` to the gateway's bridge and wait at most ``timeout_s`` for its answer.
+
+    Raises ``BridgeNotAnswering`` when nothing answered in time: the bridge is
+    not running, or the gateway call is still in flight (it may still act).
+    """
+    if command not in COMMANDS:
+        raise ValueError(f"unknown bridge command {command!r}")
+    layer = get_channel_layer()
+    if layer is None:
+        raise BridgeNotAnswering("no channel layer is configured; nothing was sent")
+    reply_to = await layer.new_channel("runboard-reply.")
+    deadline = time.time() + timeout_s
+    await layer.group_send(
+        group_for(gateway),
+        {
+            "type": MESSAGE_TYPE,
+            "command": command,
+            "params": params,
+            "reply_to": reply_to,
+            "deadline": deadline,
+        },
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            message = await layer.receive(reply_to)
+    except TimeoutError:
+        raise BridgeNotAnswering(
+            f"no answer from the bridge of {gateway!r} within {timeout_s:g} s: the bridge is "
+            "not running, or the gateway is still working on the call (it may still act; "
+            "nothing will be retried)"
+        ) from None
+    return CommandAnswer.from_reply(message)
