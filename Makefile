@@ -85,10 +85,10 @@ test-fast: venv
 test-backends: venv system-deps
 	$(PY) -m stack.with_backends -- $(PY) -m pytest -m "not sqlite_only and not browser and not openclaw" $(BACKEND_TESTS)
 
-lint: venv
+lint: venv $(DEMO_KEY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy adminpanel gateway_bridge runboard simgateway stack
+	$(KEY_ENV) $(VENV)/bin/mypy adminpanel gateway_bridge runboard simgateway stack
 
 bench: venv $(DEMO_KEY)
 	$(KEY_ENV) $(PY) -m bench

@@ -236,6 +236,9 @@ RUNBOARD_BACKOFF_MAX_S = env_float("RUNBOARD_BACKOFF_MAX_S", 30.0, minimum=0.1)
 # gives up on the gap and asks the bridge for a snapshot.
 RUNBOARD_REORDER_WINDOW = env_int("RUNBOARD_REORDER_WINDOW", 256, minimum=1)
 RUNBOARD_REORDER_WAIT_S = env_float("RUNBOARD_REORDER_WAIT_S", 2.0, minimum=0.0)
+# Several bridges share the gateways through leases of this length (adminpanel/bridges/leases.py):
+# a dead bridge's gateways are taken over within about one lease and a third.
+RUNBOARD_BRIDGE_LEASE_S = env_float("RUNBOARD_BRIDGE_LEASE_S", 6.0, minimum=1.0)
 RUNBOARD_DETECT_TICK_S = env_float("RUNBOARD_DETECT_TICK_S", 0.5, minimum=0.05)
 # How often the recovery policies look for due countdowns (adminpanel/recovery.py).
 RUNBOARD_RECOVERY_TICK_S = env_float("RUNBOARD_RECOVERY_TICK_S", 1.0, minimum=0.05)

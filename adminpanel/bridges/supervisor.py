@@ -17,12 +17,15 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
+from django.utils import timezone
 
-from adminpanel.bridges import command_server, recovery
+from adminpanel.bridges import command_server, leases, recovery
 from adminpanel.bridges.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer, set_autocheckpoint
 from adminpanel.ingest import Ingestor
 from adminpanel.live.broadcast import Broadcaster
@@ -60,8 +63,29 @@ def configured_gateways() -> list[GatewayTarget]:
     return [GatewayTarget(g.name, g.url, g.token) for g in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseChange:
+    start: set[str]
+    lost: set[str]
+    hand_back: set[str]
+
+
+@dataclass
+class Running:
+    """One gateway this process mirrors now: its bridge and the tasks serving it."""
+
+    bridge: Bridge
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[None]]
+
+
 class BridgeSupervisor:
-    """Owns the bridges, the ingestor, the detect tick and the broadcaster for one process."""
+    """Owns the bridges, the ingestor, the detect tick and the broadcaster for one process.
+
+    With a ``holder`` (``runbridge``), it mirrors only the gateways whose lease it
+    holds (``leases``), taking its share and taking over those of a bridge that
+    died; without one (tests, ``demo --bridge inline``) it mirrors them all.
+    """
 
     def __init__(
         self,
@@ -69,16 +93,24 @@ class BridgeSupervisor:
         *,
         ingestor: Ingestor | None = None,
         broadcaster: Broadcaster | None = None,
+        holder: leases.Holder | None = None,
     ) -> None:
         self.ingestor = ingestor or Ingestor()
         # Changed sessions go to the viewers after ingest's transaction committed.
         self.broadcaster = broadcaster or Broadcaster()
         # SQLite's log is copied back on a thread of its own, not inside ingest's commits.
         self.checkpointer = Checkpointer()
-        self.bridges = [self._bridge_for(t) for t in targets]
+        self.targets = {t.name: t for t in targets}
+        self.holder = holder
+        self.running: dict[str, Running] = {}
         self._states: dict[str, ConnectionState] = {}
         self._write = sync_to_async(self._apply, thread_sensitive=True)
         self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+
+    @property
+    def bridges(self) -> list[Bridge]:
+        return [r.bridge for r in self.running.values()]
 
     def _bridge_for(self, target: GatewayTarget) -> Bridge:
         async def sink(events: Sequence[RegistryEvent]) -> bool:
@@ -99,10 +131,10 @@ class BridgeSupervisor:
         )
 
     def bridge(self, gateway: str) -> Bridge:
-        for bridge in self.bridges:
-            if bridge.gateway == gateway:
-                return bridge
-        raise KeyError(f"no bridge for gateway {gateway!r}")
+        running = self.running.get(gateway)
+        if running is None:
+            raise KeyError(f"no bridge for gateway {gateway!r} in this process")
+        return running.bridge
 
     def _apply(self, events: Sequence[RegistryEvent]) -> bool:
         # The connection's state first: a lock in the store shows its gateway's mode too.
@@ -117,22 +149,49 @@ class BridgeSupervisor:
         self.broadcaster.note(self.ingestor.tick())
         return self.ingestor.gaps_overdue()
 
+    def start_bridge(self, name: str) -> None:
+        """Mirror ``name`` from now on: its bridge, and the listener for its commands."""
+        bridge = self._bridge_for(self.targets[name])
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(bridge.run(), name=f"bridge:{name}"),
+            # Operator actions reach the gateway through this listener.
+            asyncio.create_task(command_server.serve(bridge, stop), name=f"commands:{name}"),
+        ]
+        self.running[name] = Running(bridge, stop, tasks)
+        log.info("bridge_started", gateway=name)
+
+    async def stop_bridge(self, name: str, *, keep_state: bool = False) -> None:
+        """Stop mirroring ``name``: flush what its bridge holds, close its socket.
+
+        ``keep_state``: record it as stopped (this process stops); otherwise the
+        bridge that holds the gateway next reports its state.
+        """
+        running = self.running.pop(name, None)
+        if running is None:
+            return
+        running.stop.set()
+        await running.bridge.stop()
+        for task in running.tasks:
+            task.cancel()
+        await asyncio.gather(*running.tasks, return_exceptions=True)
+        if not keep_state:
+            self._states.pop(name, None)
+
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("bridges_started", gateways=[b.gateway for b in self.bridges])
+        log.info("bridges_started", gateways=sorted(self.targets))
+        self._stop = stop
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
         self.checkpointer.start()
         if self.checkpointer.applies:
             await sync_to_async(set_autocheckpoint, thread_sensitive=True)(0)
-        self._tasks = [
-            asyncio.create_task(b.run(), name=f"bridge:{b.gateway}") for b in self.bridges
-        ]
+        if self.holder is None:
+            for name in self.targets:
+                self.start_bridge(name)
+        else:
+            self._tasks.append(asyncio.create_task(self._keep_leases(stop), name="leases"))
         self._tasks.append(asyncio.create_task(self.broadcaster.run(stop), name="broadcaster"))
-        # Operator actions reach the gateways through these listeners.
-        self._tasks += [
-            asyncio.create_task(command_server.serve(b, stop), name=f"commands:{b.gateway}")
-            for b in self.bridges
-        ]
         # Opt-in automatic recovery acts on the bridges of this process directly.
         caller = command_server.local_caller(self.bridge)
         self._tasks.append(
@@ -151,17 +210,77 @@ class BridgeSupervisor:
             await self.stop()
             sys.setswitchinterval(switch_interval)
 
+    async def _keep_leases(self, stop: asyncio.Event) -> None:
+        """Every third of a lease: renew, take this bridge's share, start and stop bridges."""
+        every = settings.RUNBOARD_BRIDGE_LEASE_S / 3
+        lease_round = sync_to_async(self.lease_round, thread_sensitive=True)
+        while not stop.is_set():
+            try:
+                change = await lease_round(timezone.now())
+            except DatabaseError as exc:
+                # Leases cannot be renewed while the database is away; once they
+                # expire ingest's fence refuses this bridge's writes, and the next
+                # round that reaches the database stops the bridges it lost.
+                log.warning("lease_round_failed", error=str(exc))
+            else:
+                await self._apply_lease_change(change)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    def lease_round(self, now: datetime) -> LeaseChange:
+        """One round against the database; returns which gateways to start, stop, hand back."""
+        assert self.holder is not None
+        ttl = timedelta(seconds=settings.RUNBOARD_BRIDGE_LEASE_S)
+        ids = dict(Gateway.objects.filter(name__in=self.targets).values_list("name", "pk"))
+        names = {pk: name for name, pk in ids.items()}
+        leases.heartbeat(self.holder, now)
+        held = {ids[n] for n in self.running if n in ids}
+        still = leases.renew(self.holder, held, now, ttl)
+        plan = leases.plan(
+            ids.values(), still, leases.takeable(ids.values(), now),
+            leases.live_bridges(now, ttl),
+        )  # fmt: skip
+        taken = {g for g in plan.acquire if leases.acquire(self.holder, g, now, ttl)}
+        return LeaseChange(
+            start={names[g] for g in taken},
+            lost={names[g] for g in held - still},
+            hand_back={names[g] for g in plan.release},
+        )
+
+    async def _apply_lease_change(self, change: LeaseChange) -> None:
+        for name in change.lost:
+            log.warning("gateway_lease_lost", gateway=name)
+            await self.stop_bridge(name)
+        for name in change.hand_back:
+            # Stopped first, released after: the next holder starts from all we wrote.
+            log.info("gateway_handed_back", gateway=name)
+            await self.stop_bridge(name)
+        if change.hand_back and self.holder is not None:
+            await sync_to_async(self._release, thread_sensitive=True)(change.hand_back)
+        for name in change.start:
+            log.info("gateway_lease_taken", gateway=name)
+            self.start_bridge(name)
+
+    def _release(self, names: set[str]) -> None:
+        assert self.holder is not None
+        pks = Gateway.objects.filter(name__in=names).values_list("pk", flat=True)
+        leases.release(self.holder, pks)
+
     async def stop(self) -> None:
-        await asyncio.gather(*(b.stop() for b in self.bridges), return_exceptions=True)
+        for name in list(self.running):
+            await self.stop_bridge(name, keep_state=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await sync_to_async(self._flush_states, thread_sensitive=True)()
+        if self.holder is not None:
+            with contextlib.suppress(DatabaseError):
+                await sync_to_async(leases.leave, thread_sensitive=True)(self.holder)
         if self.checkpointer.applies:
             await asyncio.to_thread(self.checkpointer.stop)
             await sync_to_async(set_autocheckpoint, thread_sensitive=True)(AUTOCHECKPOINT_DEFAULT)
-        log.info("bridges_stopped", gateways=[b.gateway for b in self.bridges])
+        log.info("bridges_stopped", gateways=sorted(self.targets))
 
     def _flush_states(self) -> None:
         states, self._states = self._states, {}

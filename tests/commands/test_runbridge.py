@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.fixtures_sim import SimGatewayFactory
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "agent:main:telegram:direct:runbridge"
 
 
@@ -81,3 +81,35 @@ def test_runbridge_without_a_gateway_says_how_to_configure_one(tmp_path: Path) -
     )
     assert result.returncode != 0
     assert "set RUNBOARD_GATEWAY_URL" in result.stderr
+
+
+async def test_a_second_bridge_on_the_same_sqlite_database_refuses_to_start_and_says_why(
+    sim_gateway: SimGatewayFactory, tmp_path: Path
+) -> None:
+    gw = await sim_gateway(profile="2026.9", token="secret-token")
+    env = env_for(tmp_path, gw.url, "secret-token")
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable, "manage.py", "migrate", "--noinput", "-v0", cwd=ROOT, env=env
+    )
+    assert await migrate.wait() == 0
+    first = await asyncio.create_subprocess_exec(
+        sys.executable, "manage.py", "runbridge", cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(30):
+            while not (tmp_path / "runboard.sqlite3.runbridge.lock").exists():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "manage.py", "runbridge", cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(60):
+            _, err = await second.communicate()
+        assert second.returncode != 0
+        assert f"another bridge (pid {first.pid}) is already running" in err.decode()
+        assert "Run several bridges on PostgreSQL" in err.decode()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        await first.communicate()
+    assert first.returncode == 0
