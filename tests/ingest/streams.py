@@ -1,4 +1,4 @@
-"""Helpers for the store tests: hand-built event sequences and a canonical dump of the store."""
+"""Helpers for the ingest tests: hand-built event sequences and a canonical dump of the store."""
 
 from __future__ import annotations
 
