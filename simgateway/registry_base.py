@@ -264,9 +264,6 @@ class RegistryBase(ABC):
             rows.append(row)
         return rows
 
-    def is_live(self, op: Operation) -> bool:
-        return self.ops.get(op.session_key) is op and op.result is None
-
     # --- steps one part calls in another --------------------------------------
 
     @abstractmethod
@@ -280,10 +277,6 @@ class RegistryBase(ABC):
     @abstractmethod
     def owner_settled(self, op: Operation) -> None:
         """The owner's ``finally`` ran (``registry.py``)."""
-
-    @abstractmethod
-    def remove_waiter(self, waiter: Waiter) -> bool:
-        """Take a waiter out of its session's queue (``waiting.py``)."""
 
     @abstractmethod
     def set_result(self, op: Operation, kind: str, code: str | None) -> None:

@@ -9,8 +9,11 @@ from simgateway.registry_base import RegistryBase
 class Turns(RegistryBase):
     """Drives an owned operation from ``queued`` to its result."""
 
+    def _is_live(self, op: Operation) -> bool:
+        return self.ops.get(op.session_key) is op and op.result is None
+
     def prepare(self, op: Operation) -> None:
-        if not self.is_live(op):
+        if not self._is_live(op):
             return
         steps = []
         if self.rng.random() < self.knobs.compaction_rate:
@@ -23,7 +26,7 @@ class Turns(RegistryBase):
         self._step_phases(op, steps)
 
     def _step_phases(self, op: Operation, steps: list[str]) -> None:
-        if not self.is_live(op):
+        if not self._is_live(op):
             return
         self._set_phase(op, steps[0])
         if len(steps) > 1:
@@ -59,14 +62,14 @@ class Turns(RegistryBase):
         self.change("activity", sessionKey=op.session_key, runId=op.op_id, activity=activity)
 
     def _stream(self, op: Operation) -> None:
-        if not self.is_live(op):
+        if not self._is_live(op):
             return
         self._activity(op, "model_delta")
         op.events.delta("…", ms(self.now()))
         self.later(op, self.knobs.activity_interval_s, lambda: self._stream(op))
 
     def _model_answered(self, op: Operation) -> None:
-        if not self.is_live(op):
+        if not self._is_live(op):
             return
         op.cancel_timers()
         assert op.plan is not None

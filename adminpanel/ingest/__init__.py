@@ -24,12 +24,17 @@ Rules worth knowing when reading the store:
 - A flag that is still true keeps its row and its ``since``; its severity, why
   and details are refreshed when severity or details change.
 
-Why not the ORM per event: at a few hundred events per second per gateway,
-one query per event would make the store the bottleneck and hold SQLite's
-write lock for the whole batch. Loading once and writing once keeps a batch
-of 2,000 events to about a dozen statements. The SQL is plain
-``INSERT``/``UPDATE`` with ``%s`` parameters, so it runs unchanged on SQLite
-and PostgreSQL.
+Why not the ORM per event: one query per event would make the store the
+bottleneck and hold SQLite's write lock for the whole batch; loading once and
+writing once keeps a batch of thousands of events to about a dozen statements
+(figures in docs/notes/ingest.md). The SQL is plain ``INSERT``/``UPDATE`` with
+``%s`` parameters, so it runs unchanged on SQLite and PostgreSQL.
+
+The modules: ``ingestor`` (``Ingestor``, re-exported here), ``sequencer``
+(ordering), ``batch`` (load once, write once), ``applier`` (one method per
+event kind), ``flags`` (the rules' findings as Flag rows), ``rows`` (the
+in-memory rows, the session's built from ``Session._meta``), ``sql`` (plain
+statements and value adapters).
 """
 
 from __future__ import annotations

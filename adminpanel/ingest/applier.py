@@ -29,7 +29,7 @@ from gateway_bridge.events import (
     WaiterResolved,
 )
 
-# The package's name, as before the split: log lines carry it as the logger name.
+# Every ingest log line carries the package's name, whichever module writes it.
 log = structlog.get_logger("adminpanel.ingest")
 
 # Event fields that are not copied into a timeline row's data (kept elsewhere).

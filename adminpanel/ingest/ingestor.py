@@ -21,7 +21,7 @@ from adminpanel.ingest.sql import Tables, aware
 from adminpanel.models import DispatchSkip, Gateway
 from gateway_bridge.events import RegistryEvent, Snapshot
 
-# The package's name, as before the split: log lines carry it as the logger name.
+# Every ingest log line carries the package's name, whichever module writes it.
 log = structlog.get_logger("adminpanel.ingest")
 
 
