@@ -34,6 +34,13 @@ class WaiterFact:
 
 @dataclass(frozen=True, slots=True)
 class SessionFacts:
+    """What the rules read about one session.
+
+    The fields before ``waiters`` are named for ``Session``'s columns and copied
+    from the row by name (``adminpanel.ingest.flags``): a rule that needs another
+    column adds a field here, nothing else.
+    """
+
     session_key: str
     locked: bool
     run_id: str = ""

@@ -84,14 +84,14 @@ def _sqlite_text(ts: float) -> str:
 
 def timeline_rows(events: Sequence[RegistryEvent]) -> list[tuple[Any, ...]]:
     """The rows ingest writes for ``events``, already in SQLite's storage form."""
-    from adminpanel.ingest.applier import _event_data, _snapshot_data
+    from adminpanel.ingest.applier import event_data, snapshot_data
 
     sessions: dict[str, int] = {}
     rows = []
     for ev in events:
         key = getattr(ev, "session_key", "")
         session = sessions.setdefault(key, len(sessions) + 1) if key else None
-        data = _snapshot_data(ev) if isinstance(ev, Snapshot) else _event_data(ev)
+        data = snapshot_data(ev) if isinstance(ev, Snapshot) else event_data(ev)
         rows.append(
             (
                 1,

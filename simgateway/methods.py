@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from simgateway.registry import TEXT_CHARS, ms
+from simgateway.records import TEXT_CHARS, ms
 
 if TYPE_CHECKING:
     from simgateway.server import Connection, SimGateway

@@ -49,7 +49,8 @@ from simgateway import methods
 from simgateway.faults import SubscriberFaults
 from simgateway.gatewaylog import GatewayLog
 from simgateway.profiles import Knobs, get_profile
-from simgateway.registry import ReplyRunRegistry, ms
+from simgateway.records import ms
+from simgateway.registry import ReplyRunRegistry
 from simgateway.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)

@@ -8,8 +8,8 @@ from typing import Any
 
 import structlog
 
-from adminpanel.ingest.batch import _Batch
-from adminpanel.ingest.rows import _GatewayRow, _Session, _Waiter
+from adminpanel.ingest.batch import Batch
+from adminpanel.ingest.rows import GatewayRow, SessionRow, WaiterRow, unlock
 from gateway_bridge.events import (
     TERMINAL_PHASES,
     DispatchSkipped,
@@ -29,7 +29,7 @@ from gateway_bridge.events import (
     WaiterResolved,
 )
 
-# The package's name, as before the split: log lines carry it as the logger name.
+# Every ingest log line carries the package's name, whichever module writes it.
 log = structlog.get_logger("adminpanel.ingest")
 
 # Event fields that are not copied into a timeline row's data (kept elsewhere).
@@ -41,7 +41,7 @@ _TIMELINE_SKIP_FIELDS = frozenset(
 _DATA_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
-def _event_data(event: RegistryEvent) -> dict[str, Any]:
+def event_data(event: RegistryEvent) -> dict[str, Any]:
     cls = type(event)
     names = _DATA_FIELDS.get(cls)
     if names is None:
@@ -50,7 +50,7 @@ def _event_data(event: RegistryEvent) -> dict[str, Any]:
     return {n: getattr(event, n) for n in names}
 
 
-def _snapshot_data(snapshot: Snapshot) -> dict[str, Any]:
+def snapshot_data(snapshot: Snapshot) -> dict[str, Any]:
     return {
         "entries": [
             {"session_key": e.session_key, "run_id": e.run_id, "phase": e.phase, "result": e.result}
@@ -62,15 +62,15 @@ def _snapshot_data(snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
-class _Applier:
+class Applier:
     """Applies sequenced events of one gateway to a batch's in-memory objects."""
 
-    def __init__(self, batch: _Batch, gw: _GatewayRow) -> None:
+    def __init__(self, batch: Batch, gw: GatewayRow) -> None:
         self.b = batch
         self.gw = gw
         self.dt = batch.t.dt
         self.js = batch.t.js
-        self.handlers: dict[type, Callable[[Any], _Session | None]] = {
+        self.handlers: dict[type, Callable[[Any], SessionRow | None]] = {
             LockAcquired: self.lock_acquired,
             PhaseChanged: self.phase_changed,
             RunActivity: self.run_activity,
@@ -88,7 +88,7 @@ class _Applier:
 
     def apply(self, event: RegistryEvent) -> None:
         s = self.handlers[type(event)](event)
-        data = _snapshot_data(event) if isinstance(event, Snapshot) else _event_data(event)
+        data = snapshot_data(event) if isinstance(event, Snapshot) else event_data(event)
         self._timeline(
             event.boot_id,
             event.seq,
@@ -107,7 +107,7 @@ class _Applier:
         kind: str,
         at: float,
         received_at: float,
-        s: _Session | None,
+        s: SessionRow | None,
         run_id: str,
         data: dict[str, Any],
     ) -> None:
@@ -115,7 +115,7 @@ class _Applier:
         self.b.timeline.append(
             [
                 self.gw.pk,
-                s.pk if s else None,
+                s.id if s else None,
                 boot_id,
                 seq,
                 kind,
@@ -128,12 +128,12 @@ class _Applier:
 
     # Lock lifecycle ----------------------------------------------------------------------
 
-    def lock_acquired(self, ev: LockAcquired) -> _Session:
+    def lock_acquired(self, ev: LockAcquired) -> SessionRow:
         s = self.b.session(self.gw, ev.session_key, ev.at)
         if s.locked and s.run_id != ev.run_id:
             self._release(s, ev.at, "reconciled", ev.boot_id)
         run = self.b.run(self.gw, s, ev.run_id)
-        run.session_pk, run.boot_id, run.turn_kind = s.pk, ev.boot_id, ev.turn_kind
+        run.session_pk, run.boot_id, run.turn_kind = s.id, ev.boot_id, ev.turn_kind
         run.gateway_session_id = ev.session_id or run.gateway_session_id
         run.message_id, run.preview = ev.message_id, ev.message_preview[:200]
         run.phase, run.started_at, run.last_activity_at = ev.phase, ev.at, ev.at
@@ -144,7 +144,7 @@ class _Applier:
         s.session_id = ev.session_id or s.session_id
         return s
 
-    def phase_changed(self, ev: PhaseChanged) -> _Session:
+    def phase_changed(self, ev: PhaseChanged) -> SessionRow:
         s = self.b.session(self.gw, ev.session_key, ev.at)
         run = self.b.run(self.gw, s, ev.run_id)
         run.phase, run.last_activity_at = ev.phase, ev.at
@@ -152,14 +152,14 @@ class _Applier:
             s.phase, s.last_progress_at = ev.phase, ev.at
         return s
 
-    def run_activity(self, ev: RunActivity) -> _Session:
+    def run_activity(self, ev: RunActivity) -> SessionRow:
         s = self.b.session(self.gw, ev.session_key, ev.at)
         self.b.run(self.gw, s, ev.run_id).last_activity_at = ev.at
         if s.locked and s.run_id == ev.run_id:
             s.last_progress_at = ev.at
         return s
 
-    def run_ended(self, ev: RunEnded) -> _Session:
+    def run_ended(self, ev: RunEnded) -> SessionRow:
         s = self.b.session(self.gw, ev.session_key, ev.at)
         run = self.b.run(self.gw, s, ev.run_id)
         run.result, run.code, run.ended_at = ev.result, ev.code, ev.at
@@ -169,29 +169,29 @@ class _Applier:
             s.result, s.result_code, s.ended_at, s.phase = ev.result, ev.code, ev.at, run.phase
         return s
 
-    def lock_released(self, ev: LockReleased) -> _Session:
+    def lock_released(self, ev: LockReleased) -> SessionRow:
         s = self.b.session(self.gw, ev.session_key, ev.at)
         run = self.b.run(self.gw, s, ev.run_id)
         run.released_at, run.release_how = ev.at, ev.how
         if s.locked and s.run_id == ev.run_id:
-            s.unlock()
+            unlock(s)
         return s
 
-    def _release(self, s: _Session, at: float, how: str, boot_id: str) -> None:
+    def _release(self, s: SessionRow, at: float, how: str, boot_id: str) -> None:
         """Close the session's held run without a gateway event saying so."""
         run = self.b.run(self.gw, s, s.run_id)
         if run.released_at is None:
             run.released_at, run.release_how = at, how
         self._timeline(boot_id, None, f"lock_{how}", at, at, s, s.run_id, {"how": how})
-        s.unlock()
+        unlock(s)
 
     # Waiters, skips, statuses --------------------------------------------------------
 
-    def waiter_added(self, ev: WaiterAdded) -> _Session:
+    def waiter_added(self, ev: WaiterAdded) -> SessionRow:
         s = self.b.session(self.gw, ev.session_key, ev.at)
-        w = _Waiter(
+        w = WaiterRow(
             None,
-            s.pk,
+            s.id,
             ev.boot_id,
             ev.waiter_id,
             ev.blocking_run_id,
@@ -202,13 +202,13 @@ class _Applier:
             ev.message_preview[:200],
             ev.message_text,
         )
-        self.b.waiters[s.pk][(ev.boot_id, ev.waiter_id)] = w
+        self.b.waiters[s.id][(ev.boot_id, ev.waiter_id)] = w
         self.b.dirty_waiters.append(w)
         return s
 
-    def waiter_resolved(self, ev: WaiterResolved) -> _Session:
+    def waiter_resolved(self, ev: WaiterResolved) -> SessionRow:
         s = self.b.session(self.gw, ev.session_key, ev.at)
-        w = self.b.waiters[s.pk].get((ev.boot_id, ev.waiter_id))
+        w = self.b.waiters[s.id].get((ev.boot_id, ev.waiter_id))
         if w is None or w.resolved_at is not None:
             log.warning(
                 "waiter_resolution_unmatched",
@@ -220,21 +220,21 @@ class _Applier:
             self.b.resolve_waiter(w, ev.at, ev.outcome)
         return s
 
-    def dispatch_skipped(self, ev: DispatchSkipped) -> _Session:
+    def dispatch_skipped(self, ev: DispatchSkipped) -> SessionRow:
         return self._ledger(ev, "skip", ev.reason, "")
 
-    def drain_failed(self, ev: FollowupDrainFailed) -> _Session:
+    def drain_failed(self, ev: FollowupDrainFailed) -> SessionRow:
         return self._ledger(ev, "drain_failed", ev.error[:64], ev.message)
 
     def _ledger(
         self, ev: DispatchSkipped | FollowupDrainFailed, kind: str, reason: str, error: str
-    ) -> _Session:
+    ) -> SessionRow:
         """A message the gateway gave up on: one row of the skip ledger, kept for requeue."""
         s = self.b.session(self.gw, ev.session_key, ev.at)
         self.b.skips.append(
             (
                 self.gw.pk,
-                s.pk,
+                s.id,
                 kind,
                 reason,
                 error,
@@ -249,7 +249,7 @@ class _Applier:
         )
         return s
 
-    def status_changed(self, ev: SessionStatusChanged) -> _Session:
+    def status_changed(self, ev: SessionStatusChanged) -> SessionRow:
         s = self.b.session(self.gw, ev.session_key, ev.at)
         s.store_status, s.store_status_at = ev.status, ev.at
         s.session_id = ev.session_id or s.session_id
@@ -285,18 +285,18 @@ class _Applier:
                 {"new_boot_id": new_boot},
             )
             if s.run_id == run.run_id:
-                s.unlock()
-            self.b.dirty_sessions.add(s.pk)
+                unlock(s)
+            self.b.dirty_sessions.add(s.id)
         for s in self.b.by_pk.values():
-            if s.gateway_pk != self.gw.pk:
+            if s.gateway_id != self.gw.pk:
                 continue
             if s.locked:  # a lock whose run row never reached the store
-                s.unlock()
-                self.b.dirty_sessions.add(s.pk)
-            for w in self.b.waiters[s.pk].values():
+                unlock(s)
+                self.b.dirty_sessions.add(s.id)
+            for w in self.b.waiters[s.id].values():
                 if w.resolved_at is None and w.boot_id != new_boot:
                     self.b.resolve_waiter(w, at, "cleared")
-                    self.b.dirty_sessions.add(s.pk)
+                    self.b.dirty_sessions.add(s.id)
         log.info(
             "gateway_restart_closed",
             gateway=self.gw.name,
@@ -308,13 +308,13 @@ class _Applier:
         """Make the store equal the registry at ``ev.seq``."""
         live = {e.session_key: e for e in ev.entries}
         for s in list(self.b.by_pk.values()):
-            if s.gateway_pk != self.gw.pk:
+            if s.gateway_id != self.gw.pk:
                 continue
-            entry = live.get(s.key)
+            entry = live.get(s.session_key)
             if entry is None:
                 self._reconcile_absent(s, ev)
             else:
-                self._reconcile_entry(self.b.session(self.gw, s.key, ev.at), entry, ev)
+                self._reconcile_entry(self.b.session(self.gw, s.session_key, ev.at), entry, ev)
         for key, status in ev.session_statuses.items():
             s = self.b.sessions[(self.gw.pk, key)]
             if s.store_status != status:
@@ -324,22 +324,22 @@ class _Applier:
         self.gw.profile = ev.profile or self.gw.profile
         return None
 
-    def _reconcile_absent(self, s: _Session, ev: Snapshot) -> None:
-        open_waiters = [w for w in self.b.waiters[s.pk].values() if w.resolved_at is None]
+    def _reconcile_absent(self, s: SessionRow, ev: Snapshot) -> None:
+        open_waiters = [w for w in self.b.waiters[s.id].values() if w.resolved_at is None]
         if not s.locked and not open_waiters:
             return
-        self.b.session(self.gw, s.key, ev.at)
+        self.b.session(self.gw, s.session_key, ev.at)
         if s.locked:
             self._release(s, ev.at, "reconciled", ev.boot_id)
         for w in open_waiters:
             self.b.resolve_waiter(w, ev.at, "cleared")
 
-    def _reconcile_entry(self, s: _Session, entry: SnapshotEntry, ev: Snapshot) -> None:
+    def _reconcile_entry(self, s: SessionRow, entry: SnapshotEntry, ev: Snapshot) -> None:
         if s.locked and s.run_id != entry.run_id:
             self._release(s, ev.at, "reconciled", ev.boot_id)
         same_run = s.locked and s.run_id == entry.run_id
         run = self.b.run(self.gw, s, entry.run_id)
-        run.session_pk, run.boot_id = s.pk, ev.boot_id
+        run.session_pk, run.boot_id = s.id, ev.boot_id
         run.turn_kind = entry.turn_kind
         run.gateway_session_id = entry.session_id or run.gateway_session_id
         run.phase, run.result, run.code = entry.phase, entry.result, entry.code
@@ -355,8 +355,8 @@ class _Applier:
         s.session_id = entry.session_id or s.session_id
         self._reconcile_waiters(s, entry, ev)
 
-    def _reconcile_waiters(self, s: _Session, entry: SnapshotEntry, ev: Snapshot) -> None:
-        known = self.b.waiters[s.pk]
+    def _reconcile_waiters(self, s: SessionRow, entry: SnapshotEntry, ev: Snapshot) -> None:
+        known = self.b.waiters[s.id]
         listed = {(ev.boot_id, w.waiter_id) for w in entry.waiters}
         for key, w in known.items():
             if w.resolved_at is None and key not in listed:
@@ -364,9 +364,9 @@ class _Applier:
         for sw in entry.waiters:
             if (ev.boot_id, sw.waiter_id) in known:
                 continue
-            w = _Waiter(
+            w = WaiterRow(
                 None,
-                s.pk,
+                s.id,
                 ev.boot_id,
                 sw.waiter_id,
                 entry.run_id,

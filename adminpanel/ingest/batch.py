@@ -11,38 +11,39 @@ from adminpanel.ingest.rows import (
     RUN_WRITE,
     SESSION_LOAD,
     SESSION_WRITE,
+    SESSION_WRITE_ATTRS,
     WAITER_WRITE,
-    _GatewayRow,
-    _Run,
-    _Session,
-    _Waiter,
+    GatewayRow,
+    RunRow,
+    SessionRow,
+    WaiterRow,
 )
-from adminpanel.ingest.sql import _in, _Tables
+from adminpanel.ingest.sql import Tables, sql_in
 from adminpanel.models import Session, parse_session_key
 from gateway_bridge.events import RegistryEvent, Snapshot
 
 # Where each written session column sits in a row as read (``SESSION_LOAD`` order).
 _SESSION_WRITE_AT = tuple(SESSION_LOAD.index(n) for n in SESSION_WRITE)
 # The written columns of an object as one tuple, read in C (a batch writes thousands).
-_session_values = attrgetter(*SESSION_WRITE)
+_session_values = attrgetter(*SESSION_WRITE_ATTRS)
 _run_values = attrgetter(*RUN_WRITE)
 _waiter_values = attrgetter(*WAITER_WRITE)
 
 
-class _Batch:
+class Batch:
     """The working set of one apply(): loaded once, mutated in memory, written once."""
 
-    def __init__(self, tables: _Tables) -> None:
+    def __init__(self, tables: Tables) -> None:
         self.t = tables
-        self.sessions: dict[tuple[int, str], _Session] = {}
-        self.runs: dict[tuple[int, str], _Run] = {}
-        self.waiters: dict[int, dict[tuple[str, str], _Waiter]] = defaultdict(dict)
+        self.sessions: dict[tuple[int, str], SessionRow] = {}
+        self.runs: dict[tuple[int, str], RunRow] = {}
+        self.waiters: dict[int, dict[tuple[str, str], WaiterRow]] = defaultdict(dict)
         self.dirty_sessions: set[int] = set()
-        self.dirty_runs: dict[tuple[int, str], _Run] = {}
-        self.dirty_waiters: list[_Waiter] = []
+        self.dirty_runs: dict[tuple[int, str], RunRow] = {}
+        self.dirty_waiters: list[WaiterRow] = []
         self.timeline: list[list[Any]] = []
         self.skips: list[tuple[Any, ...]] = []
-        self.by_pk: dict[int, _Session] = {}
+        self.by_pk: dict[int, SessionRow] = {}
         # Rows as read, keyed like the objects above: writes send only what changed.
         self.loaded_sessions: dict[int, list[Any]] = {}
         self.loaded_runs: dict[int, list[Any]] = {}
@@ -50,20 +51,20 @@ class _Batch:
 
     # Loading ---------------------------------------------------------------------
 
-    def load(self, gw: _GatewayRow, events: Sequence[RegistryEvent], whole: bool) -> None:
+    def load(self, gw: GatewayRow, events: Sequence[RegistryEvent], whole: bool) -> None:
         """Load what ``events`` touch; ``whole``: also every locked or waited-on session."""
         keys, run_ids = _keys_and_runs(events)
         self._load_sessions(gw, keys, whole)
         run_ids.update(s.run_id for s in self.by_pk.values() if s.run_id)
         self._load_runs(gw, run_ids, whole)
-        self._load_waiters([s.pk for s in self.by_pk.values() if s.gateway_pk == gw.pk])
+        self.load_waiters([s.id for s in self.by_pk.values() if s.gateway_id == gw.pk])
 
-    def _load_sessions(self, gw: _GatewayRow, keys: set[str], whole: bool) -> None:
-        where, params = _in("session_key", keys)
+    def _load_sessions(self, gw: GatewayRow, keys: set[str], whole: bool) -> None:
+        where, params = sql_in("session_key", keys)
         if whole:
             where = f"({where} OR locked = %s OR waiter_count > 0)"
             params.append(True)
-        self._add_sessions(f"gateway_id = %s AND {where}", [gw.pk, *params])
+        self.add_sessions(f"gateway_id = %s AND {where}", [gw.pk, *params])
         missing = [k for k in keys if (gw.pk, k) not in self.sessions]
         if missing:
             # Few per batch once a gateway is known, so the ORM's defaults are worth it here.
@@ -75,54 +76,54 @@ class _Batch:
                 ],
                 ignore_conflicts=True,
             )
-            where, params = _in("session_key", missing)
-            self._add_sessions(f"gateway_id = %s AND {where}", [gw.pk, *params])
+            where, params = sql_in("session_key", missing)
+            self.add_sessions(f"gateway_id = %s AND {where}", [gw.pk, *params])
 
-    def _add_sessions(self, where: str, params: Sequence[Any]) -> None:
+    def add_sessions(self, where: str, params: Sequence[Any]) -> None:
         for row in self.t.session_read.select(where, params):
-            s = _Session(*row)
-            self.sessions[(s.gateway_pk, s.key)] = s
-            self.by_pk[s.pk] = s
-            self.loaded_sessions[s.pk] = [row[i] for i in _SESSION_WRITE_AT]
+            s = SessionRow(*row)
+            self.sessions[(s.gateway_id, s.session_key)] = s
+            self.by_pk[s.id] = s
+            self.loaded_sessions[s.id] = [row[i] for i in _SESSION_WRITE_AT]
 
-    def _load_runs(self, gw: _GatewayRow, run_ids: set[str], whole: bool) -> None:
-        where, params = _in("run_id", run_ids)
+    def _load_runs(self, gw: GatewayRow, run_ids: set[str], whole: bool) -> None:
+        where, params = sql_in("run_id", run_ids)
         if whole:
             where = f"({where} OR released_at IS NULL)"
         for row in self.t.run_read.select(f"gateway_id = %s AND {where}", [gw.pk, *params]):
-            run = _Run(*row)
+            run = RunRow(*row)
             self.runs[(run.gateway_pk, run.run_id)] = run
             self.loaded_runs[row[0]] = row[1:]
         orphans = {r.session_pk for r in self.runs.values()} - self.by_pk.keys()
         if orphans:  # open runs of sessions no longer shown as locked
-            self._add_sessions(*_in("id", orphans))
+            self.add_sessions(*sql_in("id", orphans))
 
-    def _load_waiters(self, session_pks: list[int]) -> None:
-        where, params = _in("session_id", session_pks)
+    def load_waiters(self, session_pks: list[int]) -> None:
+        where, params = sql_in("session_id", session_pks)
         for row in self.t.waiter_read.select(f"{where} AND resolved_at IS NULL", params):
-            w = _Waiter(*row)
+            w = WaiterRow(*row)
             self.waiters[w.session_pk][(w.boot_id, w.waiter_id)] = w
             self.loaded_waiters[row[0]] = row[1:]
 
     # Lookups used while applying -------------------------------------------------------
 
-    def session(self, gw: _GatewayRow, key: str, at: float) -> _Session:
+    def session(self, gw: GatewayRow, key: str, at: float) -> SessionRow:
         s = self.sessions[(gw.pk, key)]
-        self.dirty_sessions.add(s.pk)
+        self.dirty_sessions.add(s.id)
         if s.updated_at is None or at > s.updated_at:
             s.updated_at = at
         return s
 
-    def run(self, gw: _GatewayRow, s: _Session, run_id: str) -> _Run:
+    def run(self, gw: GatewayRow, s: SessionRow, run_id: str) -> RunRow:
         run = self.runs.get((gw.pk, run_id))
         if run is None:
             # Seen for the first time mid-life (e.g. its acquisition fell in a gap).
-            run = _Run(None, gw.pk, s.pk, run_id)
+            run = RunRow(None, gw.pk, s.id, run_id)
             self.runs[(gw.pk, run_id)] = run
         self.dirty_runs[(gw.pk, run_id)] = run
         return run
 
-    def resolve_waiter(self, w: _Waiter, at: float, outcome: str) -> None:
+    def resolve_waiter(self, w: WaiterRow, at: float, outcome: str) -> None:
         w.resolved_at, w.outcome = at, outcome
         self.dirty_waiters.append(w)
 

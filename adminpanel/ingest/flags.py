@@ -4,33 +4,43 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import fields
+from operator import attrgetter
 from typing import Any
 
 from adminpanel import detect
-from adminpanel.ingest.rows import _Session, _Waiter
-from adminpanel.ingest.sql import _in, _Tables
+from adminpanel.ingest.rows import SessionRow, WaiterRow
+from adminpanel.ingest.sql import Tables, sql_in
+
+# The facts the rules read straight off the session row: every field of
+# ``SessionFacts`` but what ingest gathers from other tables. A fact named for no
+# column fails on the first session, not silently.
+FACT_COLUMNS = tuple(
+    f.name for f in fields(detect.SessionFacts) if f.name not in ("waiters", "skips", "outcomes")
+)
+_fact_values = attrgetter(*FACT_COLUMNS)
 
 # Turn kinds whose admission counts as a success for the alternating-error rule.
 ADMISSION_TURN_KINDS = ("visible", "queued_followup")
 
 
-class _FlagWriter:
+class FlagWriter:
     """Runs detect over sessions and turns findings into Flag rows."""
 
-    def __init__(self, tables: _Tables, thresholds: detect.Thresholds) -> None:
+    def __init__(self, tables: Tables, thresholds: detect.Thresholds) -> None:
         self.t = tables
         self.th = thresholds
 
     def evaluate(
         self,
-        sessions: Sequence[_Session],
-        waiters: dict[int, dict[tuple[str, str], _Waiter]],
+        sessions: Sequence[SessionRow],
+        waiters: dict[int, dict[tuple[str, str], WaiterRow]],
         now: float,
     ) -> set[int]:
         """Re-run the rules; write flag changes; return pks of sessions whose flags changed."""
         if not sessions:
             return set()
-        pks = [s.pk for s in sessions]
+        pks = [s.id for s in sessions]
         skips, outcomes = self._recent(pks, now)
         active = self._active_flags(pks)
         inserts: list[tuple[Any, ...]] = []
@@ -39,19 +49,19 @@ class _FlagWriter:
         changed: set[int] = set()
         summaries: list[tuple[int, list[Any]]] = []
         for s in sessions:
-            flags = active.get(s.pk, {})
-            open_waiters = waiters.get(s.pk, {})
-            if not _may_need_flags(s, flags, open_waiters, s.pk in skips or s.pk in outcomes):
+            flags = active.get(s.id, {})
+            open_waiters = waiters.get(s.id, {})
+            if not _may_need_flags(s, flags, open_waiters, s.id in skips or s.id in outcomes):
                 continue
-            facts = _facts(s, open_waiters, skips.get(s.pk, ()), outcomes.get(s.pk, []))
+            facts = _facts(s, open_waiters, skips.get(s.id, ()), outcomes.get(s.id, []))
             findings = detect.evaluate(facts, now, self.th)
-            if self._diff(s.pk, findings, flags, now, inserts, updates, clears):
-                changed.add(s.pk)
+            if self._diff(s.id, findings, flags, now, inserts, updates, clears):
+                changed.add(s.id)
             count, worst = len(findings), detect.worst_severity(findings)
             if (count, worst) != (s.flag_count, s.worst_severity):
                 s.flag_count, s.worst_severity = count, worst
-                summaries.append((s.pk, [count, worst]))
-                changed.add(s.pk)
+                summaries.append((s.id, [count, worst]))
+                changed.add(s.id)
         self.t.flag_clear.update(clears)  # before inserts: one active flag per code
         self.t.flag.insert(inserts)
         self.t.flag_update.update(updates)
@@ -94,7 +104,7 @@ class _FlagWriter:
         skip_w, alt_w = detect.windows(self.th)
         skips: dict[int, list[float]] = defaultdict(list)
         outcomes: dict[int, list[tuple[float, str]]] = defaultdict(list)
-        where, params = _in("session_id", pks)
+        where, params = sql_in("session_id", pks)
         dt = self.t.dt
         for session_pk, kind, t in self.t.skip_read.select(
             f"{where} AND ((kind = %s AND at >= %s) OR (kind = %s AND at >= %s))",
@@ -107,10 +117,10 @@ class _FlagWriter:
         # Admissions only matter where enough drain failures could make the alternating
         # pattern, so they are read only for those sessions: most sessions have none.
         enough = self.th.alternating_min_failures
-        failing, failing_params = _in(
+        failing, failing_params = sql_in(
             "session_id", [pk for pk, failures in outcomes.items() if len(failures) >= enough]
         )
-        kinds, kind_params = _in("turn_kind", ADMISSION_TURN_KINDS)
+        kinds, kind_params = sql_in("turn_kind", ADMISSION_TURN_KINDS)
         for session_pk, started in self.t.run_started_read.select(
             f"{failing} AND started_at >= %s AND {kinds}",
             [*failing_params, dt(now - alt_w), *kind_params],
@@ -122,7 +132,7 @@ class _FlagWriter:
 
     def _active_flags(self, pks: list[int]) -> dict[int, dict[str, tuple[int, str, Any]]]:
         active: dict[int, dict[str, tuple[int, str, Any]]] = defaultdict(dict)
-        where, params = _in("session_id", pks)
+        where, params = sql_in("session_id", pks)
         for pk, session_pk, code, severity, details in self.t.flag_read.select(
             f"{where} AND cleared_at IS NULL", params
         ):
@@ -131,7 +141,7 @@ class _FlagWriter:
 
 
 def _may_need_flags(
-    s: _Session, flags: dict[str, Any], waiters: dict[tuple[str, str], _Waiter], recent: bool
+    s: SessionRow, flags: dict[str, Any], waiters: dict[tuple[str, str], WaiterRow], recent: bool
 ) -> bool:
     """Tick's criterion: an idle session with no waiters, skips or flags cannot be flagged."""
     if s.locked or flags or s.flag_count or recent:
@@ -140,22 +150,13 @@ def _may_need_flags(
 
 
 def _facts(
-    s: _Session,
-    waiters: dict[tuple[str, str], _Waiter],
+    s: SessionRow,
+    waiters: dict[tuple[str, str], WaiterRow],
     skips: Sequence[float],
     outcomes: Sequence[tuple[float, str]],
 ) -> detect.SessionFacts:
     return detect.SessionFacts(
-        session_key=s.key,
-        locked=s.locked,
-        run_id=s.run_id,
-        phase=s.phase,
-        result=s.result,
-        lock_acquired_at=s.lock_acquired_at,
-        last_progress_at=s.last_progress_at,
-        ended_at=s.ended_at,
-        store_status=s.store_status,
-        store_status_at=s.store_status_at,
+        **dict(zip(FACT_COLUMNS, _fact_values(s), strict=True)),
         waiters=tuple(
             detect.WaiterFact(w.waiter_id, w.since, w.timeout_ms)
             for w in waiters.values()

@@ -1,39 +1,49 @@
-"""Plain in-memory copies of the rows one batch works on, and which fields are written."""
+"""Plain in-memory copies of the rows one batch works on, and which fields are written.
+
+A session row is built from ``Session._meta``: its attributes are the model's
+columns (``id``, ``gateway_id``, ``session_key`` …), so a column added to the
+model is loaded, compared and written back by ingest without a second list.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, make_dataclass
+from typing import TYPE_CHECKING, Any
+
+from adminpanel.models import Session
+
+# Identify the row; ingest never writes them back.
+SESSION_KEYS = ("id", "gateway", "session_key")
+# Written by the flag writer after the rules ran, not with the rest of the row.
+SESSION_FLAG_SUMMARY = ("flag_count", "worst_severity")
+
+# Field names as the ORM knows them (``gateway``), and as attributes (``gateway_id``).
+SESSION_LOAD = tuple(f.name for f in Session._meta.concrete_fields)
+SESSION_ATTRS = tuple(f.attname for f in Session._meta.concrete_fields)
+_written = [
+    f
+    for f in Session._meta.concrete_fields
+    if f.name not in SESSION_KEYS and f.name not in SESSION_FLAG_SUMMARY
+]
+SESSION_WRITE = tuple(f.name for f in _written)
+SESSION_WRITE_ATTRS = tuple(f.attname for f in _written)
+
+if TYPE_CHECKING:
+    # Built at run time from the model; attributes are the model's columns, times as epoch seconds.
+    SessionRow = Any
+else:
+    SessionRow = make_dataclass("SessionRow", SESSION_ATTRS, slots=True)
+
+
+def unlock(s: SessionRow) -> None:
+    """The session no longer holds a lock: clear what the lock said."""
+    s.locked = False
+    s.run_id = s.phase = s.result = s.result_code = ""
+    s.lock_acquired_at = s.ended_at = None
 
 
 @dataclass(slots=True)
-class _Session:
-    pk: int
-    gateway_pk: int
-    key: str
-    session_id: str = ""
-    store_status: str = ""
-    store_status_at: float | None = None
-    locked: bool = False
-    run_id: str = ""
-    phase: str = ""
-    result: str = ""
-    result_code: str = ""
-    lock_acquired_at: float | None = None
-    last_progress_at: float | None = None
-    ended_at: float | None = None
-    waiter_count: int = 0
-    flag_count: int = 0
-    worst_severity: str = ""
-    updated_at: float | None = None
-
-    def unlock(self) -> None:
-        self.locked = False
-        self.run_id = self.phase = self.result = self.result_code = ""
-        self.lock_acquired_at = self.ended_at = None
-
-
-@dataclass(slots=True)
-class _Run:
+class RunRow:
     pk: int | None
     gateway_pk: int
     session_pk: int
@@ -54,7 +64,7 @@ class _Run:
 
 
 @dataclass(slots=True)
-class _Waiter:
+class WaiterRow:
     pk: int | None
     session_pk: int
     boot_id: str
@@ -70,28 +80,12 @@ class _Waiter:
     outcome: str = ""
 
 
-SESSION_LOAD = tuple(f.name for f in fields(_Session))
-SESSION_WRITE = (
-    "session_id",
-    "store_status",
-    "store_status_at",
-    "locked",
-    "run_id",
-    "phase",
-    "result",
-    "result_code",
-    "lock_acquired_at",
-    "last_progress_at",
-    "ended_at",
-    "waiter_count",
-    "updated_at",
-)
-RUN_WRITE = tuple(f.name for f in fields(_Run))[1:]
-WAITER_WRITE = tuple(f.name for f in fields(_Waiter))[1:]
+RUN_WRITE = tuple(f.name for f in fields(RunRow))[1:]
+WAITER_WRITE = tuple(f.name for f in fields(WaiterRow))[1:]
 
 
 @dataclass(slots=True)
-class _GatewayRow:
+class GatewayRow:
     pk: int
     name: str
     boot_id: str

@@ -14,19 +14,19 @@ HELD_CAP_FACTOR = 4
 
 
 @dataclass(slots=True)
-class _Held:
+class Held:
     event: RegistryEvent
     held_at: float
 
 
 @dataclass(slots=True)
-class _Sequencer:
+class Sequencer:
     """Puts one gateway's events in (boot, seq) order; what comes out is applied."""
 
     boot_id: str
     last_seq: int
     past_boots: list[str]
-    held: dict[tuple[str, int], _Held]
+    held: dict[tuple[str, int], Held]
     ready: list[RegistryEvent] = field(default_factory=list)
     boots_started: list[tuple[str, str]] = field(default_factory=list)  # (old, new)
     duplicates: int = 0
@@ -54,7 +54,7 @@ class _Sequencer:
         if key in self.held:
             self.duplicates += 1
         else:
-            self.held[key] = _Held(event, now)
+            self.held[key] = Held(event, now)
 
     def _take(self, event: RegistryEvent) -> None:
         if event.boot_id != self.boot_id:

@@ -12,7 +12,13 @@ from typing import Any
 
 from django.db import connection, models
 
-from adminpanel.ingest.rows import RUN_WRITE, SESSION_LOAD, SESSION_WRITE, WAITER_WRITE
+from adminpanel.ingest.rows import (
+    RUN_WRITE,
+    SESSION_FLAG_SUMMARY,
+    SESSION_LOAD,
+    SESSION_WRITE,
+    WAITER_WRITE,
+)
 from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, TimelineEvent, Waiter
 
 _EPOCH = datetime(1970, 1, 1)
@@ -24,7 +30,7 @@ def _datetime_adapter() -> Callable[[float | None], Any]:
     """Epoch seconds → what the backend stores, without a model round trip per value."""
     if connection.vendor == "sqlite":
         return _sqlite_text
-    return _aware
+    return aware
 
 
 def _datetime_reader() -> Callable[[Any], float]:
@@ -74,7 +80,7 @@ def _json_reader(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _in(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
+def sql_in(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
     """``column IN (%s, ...)``; an always-false condition for no values."""
     params = list(values)
     if not params:
@@ -82,7 +88,7 @@ def _in(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
     return f"{column} IN ({', '.join(['%s'] * len(params))})", params
 
 
-class _Table:
+class Table:
     """Plain INSERT/UPDATE for one model, with per-column value adapters."""
 
     def __init__(self, model: type[models.Model], names: Sequence[str]) -> None:
@@ -202,28 +208,28 @@ class _Table:
             self.update_some(only, group)
 
 
-class _Tables:
+class Tables:
     """Built lazily once per Ingestor: the connection's vendor decides the adapters."""
 
     def __init__(self) -> None:
         cursor = ("boot_id", "last_seq", "past_boot_ids", "version", "profile")
-        self.gateway_read = _Table(Gateway, ("id", "name", *cursor))
-        self.gateway_cursor = _Table(Gateway, cursor)
-        self.session_read = _Table(Session, ("id", "gateway", "session_key", *SESSION_LOAD[3:]))
-        self.run_read = _Table(Run, ("id", "gateway", "session", *RUN_WRITE[2:]))
-        self.waiter_read = _Table(Waiter, ("id", "session", *WAITER_WRITE[1:]))
-        self.skip_read = _Table(DispatchSkip, ("session", "kind", "at"))
-        self.run_started_read = _Table(Run, ("session", "started_at"))
-        self.flag_read = _Table(Flag, ("id", "session", "code", "severity", "details"))
-        self.session = _Table(Session, SESSION_WRITE)
-        self.session_flags = _Table(Session, ("flag_count", "worst_severity"))
-        self.run = _Table(Run, ("gateway", "session", *RUN_WRITE[2:]))
-        self.waiter = _Table(Waiter, ("session", *WAITER_WRITE[1:]))
-        self.timeline = _Table(
+        self.gateway_read = Table(Gateway, ("id", "name", *cursor))
+        self.gateway_cursor = Table(Gateway, cursor)
+        self.session_read = Table(Session, SESSION_LOAD)
+        self.run_read = Table(Run, ("id", "gateway", "session", *RUN_WRITE[2:]))
+        self.waiter_read = Table(Waiter, ("id", "session", *WAITER_WRITE[1:]))
+        self.skip_read = Table(DispatchSkip, ("session", "kind", "at"))
+        self.run_started_read = Table(Run, ("session", "started_at"))
+        self.flag_read = Table(Flag, ("id", "session", "code", "severity", "details"))
+        self.session = Table(Session, SESSION_WRITE)
+        self.session_flags = Table(Session, SESSION_FLAG_SUMMARY)
+        self.run = Table(Run, ("gateway", "session", *RUN_WRITE[2:]))
+        self.waiter = Table(Waiter, ("session", *WAITER_WRITE[1:]))
+        self.timeline = Table(
             TimelineEvent,
             ("gateway", "session", "boot_id", "seq", "kind", "at", "received_at", "run_id", "data"),
         )
-        self.skip = _Table(
+        self.skip = Table(
             DispatchSkip,
             (
                 "gateway",
@@ -240,17 +246,17 @@ class _Tables:
                 "seq",
             ),
         )
-        self.flag = _Table(
+        self.flag = Table(
             Flag,
             ("session", "code", "severity", "why", "since", "details", "raised_at", "cleared_at"),
         )
-        self.flag_update = _Table(Flag, ("severity", "why", "details"))
-        self.flag_clear = _Table(Flag, ("cleared_at",))
+        self.flag_update = Table(Flag, ("severity", "why", "details"))
+        self.flag_clear = Table(Flag, ("cleared_at",))
         self.dt = _datetime_adapter()
         self.js = _json_adapter()
 
 
-def _aware(value: float | datetime | None) -> datetime | None:
+def aware(value: float | datetime | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     return datetime.fromtimestamp(value, UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simgateway.registry import CLEARED_REPLY, DRAIN_FAILED_REPLY
+from simgateway.records import CLEARED_REPLY, DRAIN_FAILED_REPLY
 from tests.simgateway.registry_helpers import KEY, rig
 
 # --- 2026.5.28 (seed 1) ---------------------------------------------------------

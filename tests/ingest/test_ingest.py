@@ -21,7 +21,7 @@ from gateway_bridge.events import (
     SnapshotWaiter,
     WaiterAdded,
 )
-from tests.store.streams import KEY, OTHER, T0, GatewayScript
+from tests.ingest.streams import KEY, OTHER, T0, GatewayScript
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Helpers for the store tests: hand-built event sequences and a canonical dump of the store."""
+"""Helpers for the ingest tests: hand-built event sequences and a canonical dump of the store."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, Timelin
 from gateway_bridge.events import RegistryEvent
 
 T0 = 1_800_000_000.0
+SESSION_COLUMNS = tuple(
+    f.name for f in Session._meta.concrete_fields if f.name not in ("id", "gateway")
+)
 KEY = "agent:main:telegram:direct:42"
 OTHER = "agent:main:discord:direct:7"
 
@@ -50,29 +53,8 @@ def canonical_dump() -> dict[str, list[tuple[Any, ...]]]:
                 "name", "boot_id", "last_seq", "past_boot_ids", "version", "profile"
             )
         ),
-        "sessions": sorted(
-            Session.objects.values_list(
-                "gateway__name",
-                "session_key",
-                "agent",
-                "channel",
-                "session_id",
-                "store_status",
-                "store_status_at",
-                "locked",
-                "run_id",
-                "phase",
-                "result",
-                "result_code",
-                "lock_acquired_at",
-                "last_progress_at",
-                "ended_at",
-                "waiter_count",
-                "flag_count",
-                "worst_severity",
-                "updated_at",
-            )
-        ),
+        # Every column of the model: a column added to Session is compared without a change here.
+        "sessions": sorted(Session.objects.values_list("gateway__name", *SESSION_COLUMNS)),
         "runs": sorted(
             Run.objects.values_list(
                 "gateway__name",

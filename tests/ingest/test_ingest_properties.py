@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from adminpanel.ingest import Ingestor
 from bench.streams import generate
 from gateway_bridge.events import RegistryEvent, Snapshot
-from tests.store.streams import canonical_dump
+from tests.ingest.streams import canonical_dump
 
 WINDOW = 64
 MAX_SHIFT = 6  # how far an event may arrive late, in positions; well inside WINDOW

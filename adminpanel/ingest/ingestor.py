@@ -1,0 +1,191 @@
+"""``Ingestor``: sequences, loads, applies and writes one batch of registry events per call."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+from django.conf import settings
+from django.db import connection, transaction
+
+from adminpanel import detect
+from adminpanel.ingest.applier import Applier
+from adminpanel.ingest.batch import Batch
+from adminpanel.ingest.flags import FlagWriter
+from adminpanel.ingest.rows import GatewayRow
+from adminpanel.ingest.sequencer import HELD_CAP_FACTOR, Held, Sequencer
+from adminpanel.ingest.sql import Tables, aware
+from adminpanel.models import DispatchSkip, Gateway
+from gateway_bridge.events import RegistryEvent, Snapshot
+
+# Every ingest log line carries the package's name, whichever module writes it.
+log = structlog.get_logger("adminpanel.ingest")
+
+
+@dataclass(slots=True)
+class IngestResult:
+    applied: int = 0
+    duplicates: int = 0
+    held: int = 0
+    needs_snapshot: bool = False
+    changed_sessions: set[tuple[str, str]] = field(default_factory=set)
+
+
+class Ingestor:
+    """One per bridge process: applies registry events; keeps reorder buffers in memory."""
+
+    def __init__(
+        self,
+        *,
+        reorder_window: int | None = None,
+        reorder_wait_s: float | None = None,
+        thresholds: detect.Thresholds | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.reorder_window = (
+            settings.RUNBOARD_REORDER_WINDOW if reorder_window is None else reorder_window
+        )
+        self.reorder_wait_s = (
+            settings.RUNBOARD_REORDER_WAIT_S if reorder_wait_s is None else reorder_wait_s
+        )
+        self.thresholds = thresholds or detect.Thresholds.from_settings()
+        self.clock = clock
+        self._held: dict[str, dict[tuple[str, int], Held]] = {}
+        self._tables: Tables | None = None
+
+    @property
+    def tables(self) -> Tables:
+        if self._tables is None:
+            self._tables = Tables()
+        return self._tables
+
+    # apply -------------------------------------------------------------------------
+
+    def apply(self, events: Sequence[RegistryEvent]) -> IngestResult:
+        """Apply a batch in one transaction. See the package docstring for the semantics."""
+        now = self.clock()
+        result = IngestResult()
+        by_gateway: dict[str, list[RegistryEvent]] = defaultdict(list)
+        for ev in events:
+            by_gateway[ev.gateway].append(ev)
+        names = set(by_gateway) | {g for g, held in self._held.items() if held}
+        new_held: dict[str, dict[tuple[str, int], Held]] = {}
+        with transaction.atomic():
+            for name in sorted(names):
+                seq = self._apply_gateway(name, by_gateway.get(name, []), now, result)
+                new_held[name] = seq.held
+                result.needs_snapshot |= seq.needs_snapshot(
+                    now, self.reorder_window, self.reorder_wait_s
+                )
+        # Only after commit: a rolled-back batch leaves the buffers as they were.
+        self._held.update(new_held)
+        result.held = sum(len(h) for h in self._held.values())
+        if result.needs_snapshot:
+            log.warning("reorder_gap_needs_snapshot", held=result.held)
+        return result
+
+    def _apply_gateway(
+        self, name: str, events: list[RegistryEvent], now: float, result: IngestResult
+    ) -> Sequencer:
+        gw = self._load_gateway(name)
+        seq = Sequencer(
+            gw.boot_id, gw.last_seq, list(gw.past_boots), dict(self._held.get(name, {}))
+        )
+        for ev in events:
+            seq.offer(ev, now)
+        seq.trim(self.reorder_window * HELD_CAP_FACTOR)
+        result.duplicates += seq.duplicates
+        if not seq.ready:
+            return seq
+        changed = self._write_events(gw, seq, now)
+        result.applied += len(seq.ready)
+        result.changed_sessions.update((name, key) for key in changed)
+        gw.boot_id, gw.last_seq, gw.past_boots = seq.boot_id, seq.last_seq, seq.past_boots
+        self.tables.gateway_cursor.update(
+            [(gw.pk, [gw.boot_id, gw.last_seq, gw.past_boots, gw.version, gw.profile])]
+        )
+        return seq
+
+    def _load_gateway(self, name: str) -> GatewayRow:
+        """The gateway's row and ingest's cursor; plain SQL, as it runs once per batch."""
+        found = self.tables.gateway_read.select("name = %s", [name])
+        if not found:
+            Gateway.objects.get_or_create(name=name)
+            found = self.tables.gateway_read.select("name = %s", [name])
+        pk, name, boot_id, last_seq, past, version, profile = found[0]
+        return GatewayRow(pk, name, boot_id, last_seq, list(past or []), version, profile)
+
+    def _write_events(self, gw: GatewayRow, seq: Sequencer, now: float) -> set[str]:
+        batch = Batch(self.tables)
+        whole = bool(seq.boots_started) or any(isinstance(e, Snapshot) for e in seq.ready)
+        batch.load(gw, seq.ready, whole)
+        applier = Applier(batch, gw)
+        current_boot = gw.boot_id
+        for ev in seq.ready:
+            if ev.boot_id != current_boot:
+                if current_boot:  # the very first boot we see has nothing to close
+                    applier.close_boot(current_boot, ev.boot_id, ev.at)
+                current_boot = ev.boot_id
+            applier.apply(ev)
+        batch.write()
+        touched = [batch.by_pk[pk] for pk in batch.dirty_sessions]
+        flagged = FlagWriter(self.tables, self.thresholds).evaluate(touched, batch.waiters, now)
+        return {s.session_key for s in touched} | {batch.by_pk[pk].session_key for pk in flagged}
+
+    # tick ------------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> set[tuple[str, str]]:
+        """Re-run the rules on every session that could carry a flag; a few queries in all."""
+        now = self.clock() if now is None else now
+        skip_w, alt_w = detect.windows(self.thresholds)
+        skips = connection.ops.quote_name(DispatchSkip._meta.db_table)
+        where = (
+            "locked = %s OR waiter_count > 0 OR flag_count > 0 "
+            f"OR id IN (SELECT session_id FROM {skips} WHERE at >= %s)"
+        )
+        with transaction.atomic():
+            batch = Batch(self.tables)
+            batch.add_sessions(where, [True, self.tables.dt(now - max(skip_w, alt_w))])
+            if not batch.by_pk:
+                return set()
+            batch.load_waiters(list(batch.by_pk))
+            sessions = list(batch.by_pk.values())
+            changed = FlagWriter(self.tables, self.thresholds).evaluate(
+                sessions, batch.waiters, now
+            )
+        if not changed:
+            return set()
+        names = dict(Gateway.objects.values_list("id", "name"))
+        return {(names[batch.by_pk[pk].gateway_id], batch.by_pk[pk].session_key) for pk in changed}
+
+    # connection state ----------------------------------------------------------------
+
+    def record_connection(self, gateway: str, state: object) -> None:
+        """Mirror the bridge's ConnectionState onto the Gateway row (created if missing).
+
+        The boot id the bridge saw is not copied: ``Gateway.boot_id`` is ingest's
+        cursor and only moves when that boot's events are applied.
+        """
+        Gateway.objects.get_or_create(name=gateway)
+        Gateway.objects.filter(name=gateway).update(
+            status=getattr(state, "status", "disconnected"),
+            mode=getattr(state, "mode", "unknown"),
+            version=getattr(state, "version", "") or "",
+            last_event_at=aware(getattr(state, "last_event_at", None)),
+            last_error=getattr(state, "last_error", "") or "",
+            reconnects=getattr(state, "reconnects", 0) or 0,
+            connected_since=aware(getattr(state, "connected_since", None)),
+        )
+
+    def gaps_overdue(self, now: float | None = None) -> set[str]:
+        """Gateways whose held events waited past the reorder window or wait."""
+        now = self.clock() if now is None else now
+        overdue = set()
+        for name, held in self._held.items():
+            seq = Sequencer("", 0, [], held)
+            if seq.needs_snapshot(now, self.reorder_window, self.reorder_wait_s):
+                overdue.add(name)
+        return overdue
