@@ -9,6 +9,7 @@ from typing import Any
 from adminpanel import detect
 from adminpanel.ingest.rows import _Session, _Waiter
 from adminpanel.ingest.sql import _in, _Tables
+from adminpanel.notify import outbox
 
 # Turn kinds whose admission counts as a success for the alternating-error rule.
 ADMISSION_TURN_KINDS = ("visible", "queued_followup")
@@ -54,6 +55,7 @@ class _FlagWriter:
                 changed.add(s.pk)
         self.t.flag_clear.update(clears)  # before inserts: one active flag per code
         self.t.flag.insert(inserts)
+        outbox.flags_changed([(i[0], i[1]) for i in inserts], [pk for pk, _ in clears], now)
         self.t.flag_update.update(updates)
         self.t.session_flags.update(summaries)
         return changed
