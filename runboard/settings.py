@@ -228,12 +228,19 @@ RUNBOARD_NOTIFY_TICK_S = env_float("RUNBOARD_NOTIFY_TICK_S", 2.0, minimum=0.05)
 RUNBOARD_PUBLIC_URL = env_url(
     "RUNBOARD_PUBLIC_URL", "http://127.0.0.1:8000", schemes=("http", "https")
 )
-EMAIL_HOST = env_str("RUNBOARD_EMAIL_HOST", "localhost")
-EMAIL_PORT = env_int("RUNBOARD_EMAIL_PORT", 25, minimum=1)
-EMAIL_HOST_USER = env_str("RUNBOARD_EMAIL_USER", "")
-EMAIL_HOST_PASSWORD = env_str("RUNBOARD_EMAIL_PASSWORD", "")
-EMAIL_USE_TLS = env_bool("RUNBOARD_EMAIL_USE_TLS", False)
-EMAIL_TIMEOUT = RUNBOARD_NOTIFY_TIMEOUT_S
+MAILERS = {
+    "default": {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {
+            "host": env_str("RUNBOARD_EMAIL_HOST", "localhost"),
+            "port": env_int("RUNBOARD_EMAIL_PORT", 25, minimum=1),
+            "username": env_str("RUNBOARD_EMAIL_USER", ""),
+            "password": env_str("RUNBOARD_EMAIL_PASSWORD", ""),
+            "use_tls": env_bool("RUNBOARD_EMAIL_USE_TLS", False),
+            "timeout": RUNBOARD_NOTIFY_TIMEOUT_S,
+        },
+    }
+}
 DEFAULT_FROM_EMAIL = env_str("RUNBOARD_EMAIL_FROM", "runboard@localhost")
 
 # --- Demo ---------------------------------------------------------------------

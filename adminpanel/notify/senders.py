@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import EmailMessage, mailers
 
 USER_AGENT = "Runboard-notify/1"
 # Client errors a later attempt may get past; any other 4xx means the request is wrong.
@@ -50,12 +50,10 @@ def post_json(url: str, payload: dict[str, Any], timeout: float) -> None:
 
 
 def send_email(recipients: Sequence[str], subject: str, body: str, timeout: float) -> None:
-    connection = get_connection(timeout=timeout)
-    message = EmailMessage(
-        subject, body, settings.DEFAULT_FROM_EMAIL, list(recipients), connection=connection
-    )
+    """Through Django's default mailer; settings.MAILERS sets its timeout to ``timeout``."""
+    message = EmailMessage(subject, body, settings.DEFAULT_FROM_EMAIL, list(recipients))
     try:
-        message.send()
+        mailers.default.send_messages([message])
     except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
         raise SendFailed(f"SMTP refused: {exc}", retryable=False) from None
     except TimeoutError:
