@@ -1,0 +1,150 @@
+"""Numbers to SVG shapes: plain data the template writes out; no Django, no clock.
+
+Colours are CSS classes (static/adminpanel/charts.css), so the site's light
+and dark themes apply; the markup carries geometry only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+WIDTH, HEIGHT = 640, 170
+LEFT, RIGHT, TOP, BOTTOM = 46, 8, 10, 22
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    name: str
+    css: str  # s-crit, s-ok, s-warn, s-info, s-muted
+    values: Sequence[float]
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    css: str
+    tip: str
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    points: str
+    css: str
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    x: float
+    y: float
+    text: str
+
+
+@dataclass
+class Chart:
+    slug: str
+    title: str
+    series: list[Series]
+    total: str  # a one-line summary for the legend and screen readers
+    bars: list[Bar] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
+    y_labels: list[Label] = field(default_factory=list)
+    x_labels: list[Label] = field(default_factory=list)
+    grid: list[float] = field(default_factory=list)
+    width: int = WIDTH
+    height: int = HEIGHT
+    left: int = LEFT
+    right: int = WIDTH - RIGHT
+    bottom: int = HEIGHT - BOTTOM
+
+
+def nice_max(value: float) -> float:
+    """The next 1, 2 or 5 times a power of ten at or above ``value`` (1 for nothing)."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        if value <= step * power:
+            return float(step * power)
+    return float(10 * power)  # unreachable; keeps the type checker sure
+
+
+def number(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    if value >= 10 or value == int(value):
+        return f"{value:.0f}"
+    return f"{value:.2g}"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def draw(
+    chart: Chart,
+    starts: Sequence[datetime],
+    *,
+    style: str,
+    fmt: Callable[[float], str] = number,
+) -> Chart:
+    """Fill ``chart``'s shapes: ``style`` is bars (side by side), stacked or lines."""
+    n = len(starts)
+    plot_w, plot_h = chart.right - chart.left, chart.bottom - TOP
+    slot = plot_w / max(n, 1)
+    stacked = style == "stacked"
+    peak = max(
+        (
+            sum(s.values[i] for s in chart.series)
+            if stacked
+            else max(s.values[i] for s in chart.series)
+            for i in range(n)
+        ),
+        default=0.0,
+    )
+    top = nice_max(peak)
+
+    def y(v: float) -> float:
+        return round(chart.bottom - v / top * plot_h, 2)
+
+    for frac in (0.0, 0.5, 1.0):
+        chart.grid.append(y(top * frac))
+        chart.y_labels.append(Label(chart.left - 4, y(top * frac), fmt(top * frac)))
+    for i in (0, n // 2, n - 1) if n else ():
+        chart.x_labels.append(
+            Label(round(chart.left + slot * (i + 0.5), 2), HEIGHT - 6, starts[i].strftime("%H:%M"))
+        )
+    if style == "lines":
+        for s in chart.series:
+            points = " ".join(
+                f"{chart.left + slot * (i + 0.5):.2f},{y(v)}" for i, v in enumerate(s.values)
+            )
+            chart.lines.append(Line(points, s.css))
+        return chart
+    gap = min(1.0, slot * 0.15)
+    for i, at in enumerate(starts):
+        base = 0.0
+        width = (slot - gap) / (1 if stacked else len(chart.series))
+        for k, s in enumerate(chart.series):
+            v = s.values[i]
+            if v <= 0:
+                continue
+            x = chart.left + slot * i + gap / 2 + (0 if stacked else k * width)
+            y1 = y(base)
+            y0 = min(y(base + v), y1 - 1)  # a small count still shows
+            tip = f"{at:%H:%M} UTC · {s.name}: {fmt(v)}"
+            chart.bars.append(Bar(round(x, 2), y0, round(width, 2), round(y1 - y0, 2), s.css, tip))
+            if stacked:
+                base += v
+    return chart
