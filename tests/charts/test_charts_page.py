@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from datetime import timedelta
 
 import pytest
 from django.test import Client
@@ -60,7 +61,7 @@ def test_the_data_shows_up_as_bars_and_lines(viewer: Client) -> None:
     now = timezone.now()
     flag(session, now)
     skip(session, now)
-    run(session, "run-1", now - timezone.timedelta(minutes=20))
+    run(session, "run-1", now - timedelta(minutes=20))
     html = viewer.get("/charts/?gateway=gw-eu&window=1h").content.decode()
     flags_svg, skips_svg, locks_svg = svgs(html)[:3]
     assert [r.get("class") for r in flags_svg.iter(f"{NS}rect")] == ["s-crit"]
