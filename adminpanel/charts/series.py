@@ -60,6 +60,12 @@ class Span:
         i = int((at - self.start).total_seconds() // self.window.bucket_s)
         return i if 0 <= i < self.window.buckets else None
 
+    def seconds(self) -> list[float]:
+        """Each bucket's length so far: the current one is still filling."""
+        full = float(self.window.bucket_s)
+        last = (self.now - self.starts()[-1]).total_seconds()
+        return [full] * (self.window.buckets - 1) + [min(full, max(1.0, last))]
+
     def sample_times(self) -> list[datetime]:
         """Where a level (locks held) is read: each bucket's end, and ``now`` for the last."""
         step = timedelta(seconds=self.window.bucket_s)
@@ -96,8 +102,9 @@ def _per_gateway(counts: dict[tuple[Any, str], list[float]]) -> Counts:
     return {pk: values for (pk, _), values in counts.items()}
 
 
-def _scaled(counts: Counts, factor: float) -> Counts:
-    return {pk: [v * factor for v in values] for pk, values in counts.items()}
+def rates(counts: list[float], span: Span, per_s: float) -> list[float]:
+    """Counts per ``per_s`` seconds of each bucket (of the current one so far)."""
+    return [v * per_s / s for v, s in zip(counts, span.seconds(), strict=True)]
 
 
 def flags_raised(span: Span) -> Counts:
@@ -110,14 +117,12 @@ def flags_cleared(span: Span) -> Counts:
     )
 
 
-def skips_per_minute(span: Span) -> Counts:
-    counts = _per_gateway(bucket_counts(DispatchSkip.objects.all(), "at", span, "gateway_id"))
-    return _scaled(counts, 60 / span.window.bucket_s)
+def skips(span: Span) -> Counts:
+    return _per_gateway(bucket_counts(DispatchSkip.objects.all(), "at", span, "gateway_id"))
 
 
-def events_per_second(span: Span) -> Counts:
-    counts = _per_gateway(bucket_counts(TimelineEvent.objects.all(), "at", span, "gateway_id"))
-    return _scaled(counts, 1 / span.window.bucket_s)
+def events(span: Span) -> Counts:
+    return _per_gateway(bucket_counts(TimelineEvent.objects.all(), "at", span, "gateway_id"))
 
 
 def actions_by_result(span: Span, names: dict[str, int]) -> dict[int, dict[str, list[float]]]:

@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-WIDTH, HEIGHT = 640, 170
-LEFT, RIGHT, TOP, BOTTOM = 46, 8, 10, 22
+WIDTH, HEIGHT = 440, 150
+LEFT, RIGHT, TOP, BOTTOM = 44, 4, 8, 20
+# Steps for an axis of durations: a minute, five, a quarter hour, an hour … (seconds).
+DURATION_STEPS = (10, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,7 @@ class Label:
     x: float
     y: float
     text: str
+    anchor: str = ""  # start | end: the first and last time label stay inside the chart
 
 
 @dataclass
@@ -74,6 +77,14 @@ def nice_max(value: float) -> float:
     return float(10 * power)  # unreachable; keeps the type checker sure
 
 
+def nice_duration(value: float) -> float:
+    """The first of ``DURATION_STEPS`` at or above ``value``, doubled as often as needed."""
+    for step in DURATION_STEPS:
+        if value <= step:
+            return float(step)
+    return float(DURATION_STEPS[-1] * math.ceil(value / DURATION_STEPS[-1]))
+
+
 def number(value: float) -> str:
     if value == 0:
         return "0"
@@ -89,7 +100,7 @@ def duration(seconds: float) -> str:
         return f"{seconds:.0f} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 3600:.3g} h"
 
 
 def draw(
@@ -113,7 +124,7 @@ def draw(
         ),
         default=0.0,
     )
-    top = nice_max(peak)
+    top = nice_duration(peak) if fmt is duration else nice_max(peak)
 
     def y(v: float) -> float:
         return round(chart.bottom - v / top * plot_h, 2)
@@ -121,10 +132,10 @@ def draw(
     for frac in (0.0, 0.5, 1.0):
         chart.grid.append(y(top * frac))
         chart.y_labels.append(Label(chart.left - 4, y(top * frac), fmt(top * frac)))
+    ends = {0: ("start", chart.left), n - 1: ("end", chart.right)}
     for i in (0, n // 2, n - 1) if n else ():
-        chart.x_labels.append(
-            Label(round(chart.left + slot * (i + 0.5), 2), HEIGHT - 6, starts[i].strftime("%H:%M"))
-        )
+        anchor, x = ends.get(i, ("", chart.left + slot * (i + 0.5)))
+        chart.x_labels.append(Label(round(x, 2), HEIGHT - 5, starts[i].strftime("%H:%M"), anchor))
     if style == "lines":
         for s in chart.series:
             points = " ".join(

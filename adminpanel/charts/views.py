@@ -59,7 +59,7 @@ def panels(gateways: list[Gateway], span: Span) -> list[tuple[Gateway, list[Char
         return []
     pks = [g.pk for g in gateways]
     raised, cleared = series.flags_raised(span), series.flags_cleared(span)
-    skips, events = series.skips_per_minute(span), series.events_per_second(span)
+    skips, events = series.skips(span), series.events(span)
     held, oldest = series.locks(span, pks)
     actions = series.actions_by_result(span, {g.name: g.pk for g in gateways})
     starts = span.starts()
@@ -74,8 +74,8 @@ def panels(gateways: list[Gateway], span: Span) -> list[tuple[Gateway, list[Char
                 Series("cleared", "s-ok", cleared.get(pk, zero)),
             ], "bars"),
             _chart("skips", "Skips per minute", starts, [
-                Series("skips/min", "s-warn", skips.get(pk, zero)),
-            ], "bars", total=_total(skips.get(pk, zero), span.window.bucket_s / 60, "skips")),
+                Series("skips/min", "s-warn", series.rates(skips.get(pk, zero), span, 60)),
+            ], "bars", total=f"{sum(skips.get(pk, zero)):.0f} skips in all"),
             _chart("locks", "Locks held", starts, [
                 Series("locks held", "s-info", held.get(pk, zero)),
             ], "lines", total=f"now {held.get(pk, zero)[-1]:.0f}"),
@@ -83,18 +83,14 @@ def panels(gateways: list[Gateway], span: Span) -> list[tuple[Gateway, list[Char
                 Series("oldest lock", "s-warn", oldest.get(pk, zero)),
             ], "lines", total=f"now {duration(oldest.get(pk, zero)[-1])}", fmt=duration),
             _chart("events", "Events per second", starts, [
-                Series("events/s", "s-info", events.get(pk, zero)),
-            ], "lines", total=_total(events.get(pk, zero), span.window.bucket_s, "events")),
+                Series("events/s", "s-info", series.rates(events.get(pk, zero), span, 1)),
+            ], "lines", total=f"{sum(events.get(pk, zero)):.0f} events in all"),
             _chart("actions", "Actions by result", starts, [
                 Series(r, RESULT_CSS[r], by_result.get(r, zero)) for r in series.RESULTS
             ], "stacked"),
         ]  # fmt: skip
         out.append((g, charts))
     return out
-
-
-def _total(rates: list[float], per_bucket: float, what: str) -> str:
-    return f"{sum(rates) * per_bucket:.0f} {what} in all"
 
 
 def _chart(

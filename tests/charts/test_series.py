@@ -58,7 +58,8 @@ def test_skips_per_minute_in_a_day_are_a_quarter_hours_count_divided_by_fifteen(
     gateway, session = gateway_with_session()
     for n in range(30):
         skip(session, NOW - timedelta(minutes=3, seconds=n))
-    values = series.skips_per_minute(Span.ending(WINDOWS["1d"], NOW))[gateway.pk]
+    span = Span.ending(WINDOWS["1d"], NOW)
+    values = series.rates(series.skips(span)[gateway.pk], span, 60)
     assert values[94] == pytest.approx(2.0)  # 12:15-12:30, the bucket before the current one
     assert sum(values) == pytest.approx(2.0)
 
@@ -69,9 +70,16 @@ def test_events_per_second_are_per_gateway() -> None:
     for seq in range(120):
         event(gateway, NOW - timedelta(minutes=10, seconds=seq % 50), seq)
     event(other, minutes_ago(1), 1)
-    rates = series.events_per_second(hour())
-    assert sum(rates[gateway.pk]) * 60 == pytest.approx(120)
-    assert sum(rates[other.pk]) * 60 == pytest.approx(1)
+    counts = series.events(hour())
+    assert (sum(counts[gateway.pk]), sum(counts[other.pk])) == (120, 1)
+
+
+def test_the_current_buckets_rate_is_over_the_seconds_it_has_had() -> None:
+    gateway, _ = gateway_with_session()
+    for seq in range(10):
+        event(gateway, NOW - timedelta(seconds=seq), seq)  # NOW is 20 s into its minute
+    rates = series.rates(series.events(hour())[gateway.pk], hour(), 1)
+    assert rates[59] == pytest.approx(0.5)
 
 
 def test_locks_held_and_the_oldest_lock_age_are_read_at_each_buckets_end() -> None:
