@@ -66,12 +66,16 @@ class Chart:
     bottom: int = HEIGHT - BOTTOM
 
 
-def nice_max(value: float) -> float:
-    """The next 1, 2 or 5 times a power of ten at or above ``value`` (1 for nothing)."""
+def nice_max(value: float, *, whole: bool = False) -> float:
+    """The next 1, 2 or 5 times a power of ten at or above ``value`` (1 for nothing).
+
+    ``whole``: counts, whose half-way tick must be a whole number too (2, 4, 10, 20 …).
+    """
     if value <= 0:
-        return 1.0
+        return 2.0 if whole else 1.0
     power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
+    steps = (2, 4, 10) if whole and power < 10 else (1, 2, 5, 10)
+    for step in steps:
         if value <= step * power:
             return float(step * power)
     return float(10 * power)  # unreachable; keeps the type checker sure
@@ -109,8 +113,12 @@ def draw(
     *,
     style: str,
     fmt: Callable[[float], str] = number,
+    whole: bool = False,
 ) -> Chart:
-    """Fill ``chart``'s shapes: ``style`` is bars (side by side), stacked or lines."""
+    """Fill ``chart``'s shapes: ``style`` is bars (side by side), stacked or lines.
+
+    ``whole``: the values are counts, so the axis ticks are whole numbers.
+    """
     n = len(starts)
     plot_w, plot_h = chart.right - chart.left, chart.bottom - TOP
     slot = plot_w / max(n, 1)
@@ -124,7 +132,7 @@ def draw(
         ),
         default=0.0,
     )
-    top = nice_duration(peak) if fmt is duration else nice_max(peak)
+    top = nice_duration(peak) if fmt is duration else nice_max(peak, whole=whole)
 
     def y(v: float) -> float:
         return round(chart.bottom - v / top * plot_h, 2)

@@ -13,7 +13,7 @@ from django.utils import timezone
 from adminpanel import views as pages
 from adminpanel.charts import series
 from adminpanel.charts.series import WINDOWS, Span
-from adminpanel.charts.svg import Chart, Series, draw, duration
+from adminpanel.charts.svg import Chart, Series, draw, duration, number
 from adminpanel.forms import StrictQueryForm
 from adminpanel.models import Gateway
 from adminpanel.roles import view_required
@@ -72,25 +72,29 @@ def panels(gateways: list[Gateway], span: Span) -> list[tuple[Gateway, list[Char
             _chart("flags", "Flags raised and cleared", starts, [
                 Series("raised", "s-crit", raised.get(pk, zero)),
                 Series("cleared", "s-ok", cleared.get(pk, zero)),
-            ], "bars"),
+            ], "bars", whole=True),
             _chart("skips", "Skips per minute", starts, [
                 Series("skips/min", "s-warn", series.rates(skips.get(pk, zero), span, 60)),
-            ], "bars", total=f"{sum(skips.get(pk, zero)):.0f} skips in all"),
+            ], "bars", total=_count(sum(skips.get(pk, zero)), "skip")),
             _chart("locks", "Locks held", starts, [
                 Series("locks held", "s-info", held.get(pk, zero)),
-            ], "lines", total=f"now {held.get(pk, zero)[-1]:.0f}"),
+            ], "lines", total=f"now {held.get(pk, zero)[-1]:.0f}", whole=True),
             _chart("lock-age", "Oldest lock's age", starts, [
                 Series("oldest lock", "s-warn", oldest.get(pk, zero)),
             ], "lines", total=f"now {duration(oldest.get(pk, zero)[-1])}", fmt=duration),
             _chart("events", "Events per second", starts, [
                 Series("events/s", "s-info", series.rates(events.get(pk, zero), span, 1)),
-            ], "lines", total=f"{sum(events.get(pk, zero)):.0f} events in all"),
+            ], "lines", total=_count(sum(events.get(pk, zero)), "event")),
             _chart("actions", "Actions by result", starts, [
                 Series(r, RESULT_CSS[r], by_result.get(r, zero)) for r in series.RESULTS
-            ], "stacked"),
+            ], "stacked", whole=True),
         ]  # fmt: skip
         out.append((g, charts))
     return out
+
+
+def _count(n: float, word: str) -> str:
+    return f"{n:.0f} {word}{'' if n == 1 else 's'} in all"
 
 
 def _chart(
@@ -101,9 +105,9 @@ def _chart(
     style: str,
     *,
     total: str = "",
-    fmt: Callable[[float], str] | None = None,
+    fmt: Callable[[float], str] = number,
+    whole: bool = False,
 ) -> Chart:
     if not total:
         total = ", ".join(f"{sum(s.values):.0f} {s.name}" for s in lines)
-    chart = Chart(slug, title, lines, total)
-    return draw(chart, starts, style=style, **({"fmt": fmt} if fmt else {}))
+    return draw(Chart(slug, title, lines, total), starts, style=style, fmt=fmt, whole=whole)

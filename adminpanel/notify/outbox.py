@@ -54,6 +54,8 @@ def _queue_cleared(flag_pks: Iterable[int], at: datetime) -> None:
         "flag_id", "channel_id", "channel_key", "channel_name"
     )
     rows = [_row(f, c, key, name, "cleared", 0, at) for f, c, key, name in notified]
+    if not rows:  # never notified, so no reminder is waiting either
+        return
     Delivery.objects.bulk_create(rows, ignore_conflicts=True)
     Delivery.objects.filter(flag_id__in=pks, kind="reminder", status="pending").update(
         status="cancelled", next_attempt_at=None
