@@ -23,6 +23,9 @@ from adminpanel.models import (
     Waiter,
 )
 
+# Registers the notification channels and the deliveries' record.
+from adminpanel.notify import admin as notify_admin  # noqa: F401
+
 
 @admin.register(Gateway)
 class GatewayAdmin(admin.ModelAdmin):

@@ -462,3 +462,7 @@ class GatewayLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.gateway_id} held by {self.holder}"
+
+
+# Notification channels and deliveries live with their package (adminpanel/notify/).
+from adminpanel.notify.models import Delivery, NotificationChannel  # noqa: E402, F401

@@ -261,6 +261,34 @@ RUNBOARD_ALTERNATING_MIN_FAILURES = env_int("RUNBOARD_ALTERNATING_MIN_FAILURES",
 RUNBOARD_ALTERNATING_WINDOW_S = env_float("RUNBOARD_ALTERNATING_WINDOW_S", 300.0, minimum=1.0)
 RUNBOARD_STORE_MISMATCH_AFTER_S = env_float("RUNBOARD_STORE_MISMATCH_AFTER_S", 10.0, minimum=0.0)
 
+# --- Notifications (adminpanel.notify) ---------------------------------------
+
+# A generic JSON webhook for every gateway and severity, on top of the admin's channels.
+RUNBOARD_NOTIFY_WEBHOOK_URL = env_url("RUNBOARD_NOTIFY_WEBHOOK_URL", "", schemes=("http", "https"))
+# While a flag stays active, a reminder every this many seconds.
+RUNBOARD_NOTIFY_REMIND_AFTER_S = env_float("RUNBOARD_NOTIFY_REMIND_AFTER_S", 3600.0, minimum=1.0)
+# Every webhook POST and SMTP conversation gives up after this long (then retries later).
+RUNBOARD_NOTIFY_TIMEOUT_S = env_float("RUNBOARD_NOTIFY_TIMEOUT_S", 5.0, minimum=0.1)
+RUNBOARD_NOTIFY_TICK_S = env_float("RUNBOARD_NOTIFY_TICK_S", 2.0, minimum=0.05)
+# The base of links in notices: where operators reach this Runboard.
+RUNBOARD_PUBLIC_URL = env_url(
+    "RUNBOARD_PUBLIC_URL", "http://127.0.0.1:8000", schemes=("http", "https")
+)
+MAILERS = {
+    "default": {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {
+            "host": env_str("RUNBOARD_EMAIL_HOST", "localhost"),
+            "port": env_int("RUNBOARD_EMAIL_PORT", 25, minimum=1),
+            "username": env_str("RUNBOARD_EMAIL_USER", ""),
+            "password": env_str("RUNBOARD_EMAIL_PASSWORD", ""),
+            "use_tls": env_bool("RUNBOARD_EMAIL_USE_TLS", False),
+            "timeout": RUNBOARD_NOTIFY_TIMEOUT_S,
+        },
+    }
+}
+DEFAULT_FROM_EMAIL = env_str("RUNBOARD_EMAIL_FROM", "runboard@localhost")
+
 # --- Demo ---------------------------------------------------------------------
 
 RUNBOARD_DEMO_SEED = env_int("RUNBOARD_DEMO_SEED", 7)

@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from adminpanel import action_views, views
 from adminpanel.audit import views as audit_views
+from adminpanel.charts import views as chart_views
 
 urlpatterns = [
     path("", views.sessions, name="sessions"),
@@ -19,6 +20,7 @@ urlpatterns = [
     path("act/bulk/<slug:slug>/", action_views.bulk_action, name="bulk_action"),
     path("warnings/", views.warnings, name="warnings"),
     path("gateways/", views.gateways, name="gateways"),
+    path("charts/", chart_views.charts, name="charts"),
     path("audit/", audit_views.audit_log, name="audit"),
     path("audit/<int:pk>/", audit_views.audit_entry, name="audit_entry"),
     path("audit/export.csv", audit_views.export_csv, name="audit_export_csv"),

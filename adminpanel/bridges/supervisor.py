@@ -30,6 +30,7 @@ from adminpanel.bridges.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer,
 from adminpanel.ingest import Ingestor
 from adminpanel.live.broadcast import Broadcaster
 from adminpanel.models import Gateway
+from adminpanel.notify import dispatcher as notify_dispatcher
 from gateway_bridge.connection import Bridge, ConnectionState
 from gateway_bridge.events import RegistryEvent
 
@@ -192,6 +193,8 @@ class BridgeSupervisor:
         else:
             self._tasks.append(asyncio.create_task(self._keep_leases(stop), name="leases"))
         self._tasks.append(asyncio.create_task(self.broadcaster.run(stop), name="broadcaster"))
+        # Notices of raised and cleared flags go out from here, never from ingest's thread.
+        self._tasks.append(asyncio.create_task(notify_dispatcher.run(stop), name="notify"))
         # Opt-in automatic recovery acts on the bridges of this process directly.
         caller = command_server.local_caller(self.bridge)
         self._tasks.append(

@@ -11,6 +11,7 @@ from typing import Any
 from adminpanel import detect
 from adminpanel.ingest.rows import SessionRow, WaiterRow
 from adminpanel.ingest.sql import Tables, sql_in
+from adminpanel.notify import outbox
 
 # The facts the rules read straight off the session row: every field of
 # ``SessionFacts`` but what ingest gathers from other tables. A fact named for no
@@ -64,6 +65,7 @@ class FlagWriter:
                 changed.add(s.id)
         self.t.flag_clear.update(clears)  # before inserts: one active flag per code
         self.t.flag.insert(inserts)
+        outbox.flags_changed([(i[0], i[1]) for i in inserts], [pk for pk, _ in clears], now)
         self.t.flag_update.update(updates)
         self.t.session_flags.update(summaries)
         return changed
