@@ -30,7 +30,17 @@ from gateway_bridge.errors import (
     ProtocolViolation,
 )
 from gateway_bridge.events import RegistryEvent, Snapshot
-from gateway_bridge.feed import CLOSED, STOP, WAKE, EventQueue, EventSink, Mode, Stopped
+from gateway_bridge.feed import (
+    CLOSED,
+    STOP,
+    WAKE,
+    EventQueue,
+    EventSink,
+    Mode,
+    ResumePoint,
+    Stopped,
+    StoreUnavailable,
+)
 from gateway_bridge.observer.mode import OBSERVED_EVENTS, ObserverMode
 from gateway_bridge.plugin import REGISTRY_EVENT, SNAPSHOT, SUBSCRIBE, PluginMode
 from gateway_bridge.results import AbortResult, ActionResult, ForceClearResult, RequeueResult
@@ -82,6 +92,7 @@ class Bridge:
         observer_activity_s: float = 1.0,
         max_buffered_events: int = 100_000,
         clock: Callable[[], float] = time.time,
+        resume_from: Callable[[], Awaitable[ResumePoint]] | None = None,
     ) -> None:
         self.gateway = gateway
         self.url = url
@@ -97,6 +108,8 @@ class Bridge:
         self.stable_after_s = stable_after_s
         self.max_buffered_events = max_buffered_events
         self.clock = clock
+        # The store's cursor: a (re)connection resumes from it when the gateway can replay.
+        self._resume_from = resume_from
         self._state = ConnectionState(gateway=gateway)
         self._client: GatewayClient | None = None
         self._hello: Hello | None = None
@@ -311,14 +324,48 @@ class Bridge:
         self._queue.put_nowait((self.clock(), payload))
 
     async def deliver(self, events: Sequence[RegistryEvent]) -> bool:
-        """Hand events to the sink. A failing sink counts as a gap: a snapshot repairs it."""
+        """Hand events to the sink, holding them while the store is unavailable.
+
+        A store that is down or busy (``StoreUnavailable``) gets the same batch
+        again with backoff, for as long as it takes (events that arrive
+        meanwhile wait in the queue); any other failure counts as a gap, which
+        a resync repairs.
+        """
+        failures = 0
+        while True:
+            try:
+                gap = bool(await self._sink(events))
+            except StoreUnavailable as exc:
+                failures += 1
+                delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(failures, 10))
+                if failures == 1:
+                    log.warning("store_unavailable", gateway=self.gateway, error=str(exc),
+                                held_events=len(events))  # fmt: skip
+                    self.set_state(last_error=f"store unavailable: {exc}")
+                if self._stopping.is_set() and failures > 3:
+                    log.error("store_unavailable_at_stop", gateway=self.gateway,
+                              lost_events=len(events))  # fmt: skip
+                    return True
+                await asyncio.sleep(delay)
+                continue
+            except Exception:
+                log.exception("sink_failed", gateway=self.gateway, events=len(events))
+                # Give the store a moment before the snapshot that follows.
+                await asyncio.sleep(self.backoff_initial_s)
+                return True
+            if failures:
+                log.warning("store_back", gateway=self.gateway, retries=failures)
+                self.set_state(last_error="")
+            return gap
+
+    async def resume_point(self) -> ResumePoint:
+        if self._resume_from is None:
+            return None
         try:
-            return bool(await self._sink(events))
+            return await self._resume_from()
         except Exception:
-            log.exception("sink_failed", gateway=self.gateway, events=len(events))
-            # Give the store a moment before the snapshot that follows.
-            await asyncio.sleep(self.backoff_initial_s)
-            return True
+            log.exception("resume_point_unreadable", gateway=self.gateway)
+            return None
 
     def received(self, events: Sequence[RegistryEvent]) -> None:
         self.set_state(last_event_at=max(e.received_at for e in events))

@@ -20,9 +20,21 @@ T = TypeVar("T")
 
 
 class EventSink(Protocol):
-    """The store's side. Returns True when it saw a gap and wants a snapshot."""
+    """The store's side. Returns True when it saw a gap and wants a snapshot.
+
+    Raises ``StoreUnavailable`` when it cannot take the batch now (its
+    database is down or busy): the bridge then holds the batch and retries.
+    """
 
     async def __call__(self, events: Sequence[RegistryEvent]) -> bool: ...
+
+
+class StoreUnavailable(Exception):
+    """The sink could not store a batch now, and the same batch may succeed later."""
+
+
+# Where the store's mirror of a gateway stands: (boot id, last applied seq), or None.
+ResumePoint = tuple[str, int] | None
 
 
 class Stopped(Exception):
@@ -67,6 +79,8 @@ class Link(Protocol):
     def received(self, events: Sequence[RegistryEvent]) -> None: ...
 
     def set_state(self, **changes: Any) -> None: ...
+
+    async def resume_point(self) -> ResumePoint: ...
 
     def connected_client(self, method: str) -> GatewayClient: ...
 

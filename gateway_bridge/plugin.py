@@ -17,7 +17,7 @@ import structlog
 
 from gateway_bridge import frames
 from gateway_bridge.client import GatewayClient, Hello
-from gateway_bridge.errors import ProtocolViolation
+from gateway_bridge.errors import GatewayRejected, ProtocolViolation
 from gateway_bridge.events import RegistryEvent, Snapshot
 from gateway_bridge.feed import WAKE, EventQueue, Link, Marker, ends
 from gateway_bridge.registry_decode import DecodeError, decode_registry_event, decode_snapshot_entry
@@ -48,13 +48,36 @@ class PluginMode:
 
     async def serve(self, client: GatewayClient, hello: Hello, queue: EventQueue) -> None:
         self.synced = None
-        # Subscribe before the snapshot: every change after the snapshot's seq is then
-        # either in the snapshot or on its way to us.
-        subscribed = await self.link.unless_stopped(client.call(SUBSCRIBE, {}))
+        if not await self.subscribe(client):
+            # Subscribed before the snapshot: every change after the snapshot's seq is
+            # then either in the snapshot or on its way to us.
+            await self.resync(client, interruptible=True)
+        await self.pump(client, queue)
+
+    async def subscribe(self, client: GatewayClient) -> bool:
+        """Subscribe, resuming from the store's cursor when the gateway can replay from it.
+
+        Returns True when the gateway replays every change after the cursor (the
+        store then misses none, and needs no snapshot); False when it cannot
+        (another boot, or past its buffer) or does not know how (an older plugin).
+        """
+        point = await self.link.resume_point()
+        params: dict[str, Any] = {"bootId": point[0], "afterSeq": point[1]} if point else {}
+        try:
+            subscribed = await self.link.unless_stopped(client.call(SUBSCRIBE, params))
+        except GatewayRejected:
+            if not params:
+                raise
+            params = {}  # a plugin from before resuming: subscribe plainly, then snapshot
+            subscribed = await self.link.unless_stopped(client.call(SUBSCRIBE, params))
         if not isinstance(subscribed, dict) or not isinstance(subscribed.get("seq"), int):
             raise ProtocolViolation(f"{SUBSCRIBE} answered {str(subscribed)[:200]!r}")
-        await self.resync(client, interruptible=True)
-        await self.pump(client, queue)
+        resumed = bool(params) and subscribed.get("replayed") is True
+        if resumed:
+            assert point is not None
+            log.info("registry_resumed", gateway=self.gateway, boot_id=point[0],
+                     after_seq=point[1], seq=subscribed["seq"])  # fmt: skip
+        return resumed
 
     async def pump(self, client: GatewayClient, queue: EventQueue) -> None:
         """Deliver buffered changes in batches until the connection closes or stop().

@@ -138,16 +138,26 @@ export default {
 
     api.registerGatewayMethod(
       "runboard.registry.subscribe",
-      ({ respond, client }) =>
-        answer(respond, () => {
+      ({ params, respond, client }) => {
+        // Optional resume point: the changes after afterSeq of boot bootId are sent again.
+        const { bootId, afterSeq } = params ?? {};
+        const resuming = bootId !== undefined || afterSeq !== undefined;
+        if (resuming && (!nonEmptyString(bootId, 512) || !Number.isSafeInteger(afterSeq) || afterSeq < 0)) {
+          return invalid(respond, "bootId (a string) and afterSeq (a whole number ≥ 0) go together");
+        }
+        return answer(respond, () => {
           const socket = client?.socket;
           if (!socket || typeof socket.send !== "function" || !client.connId) {
             throw new Error("this connection cannot receive registry events");
           }
           mirror.snapshot(); // brings seq up to date (and refuses an unknown shape)
+          const replayed = resuming && mirror.canReplay(bootId, afterSeq);
+          if (replayed) mirror.replay(socket, afterSeq);
           mirror.subscribe(client.connId, socket);
-          return { bootId: mirror.bootId, seq: mirror.seq };
-        }),
+          const out = { bootId: mirror.bootId, seq: mirror.seq };
+          return resuming ? { ...out, replayed } : out;
+        });
+      },
       { scope: "operator.read" },
     );
 

@@ -21,6 +21,7 @@ import {
 export const EVENT = "runboard.registry";
 const SCAN_INTERVAL_MS = 100;
 const PREVIEW_CHARS = 120;
+const RECENT_CHANGES = 10000;
 const MAX_TEXT = 8000;
 const FOLLOWUP_QUEUES = Symbol.for("openclaw.followupQueues");
 
@@ -46,6 +47,9 @@ export class Mirror {
     this.runIds = new WeakMap(); // operation -> runId
     this.releaseHow = new WeakMap(); // operation -> {how, detail}
     this.subscribers = new Map(); // connId -> socket
+    // The latest changes' frames, at seq % RECENT_CHANGES: a subscriber resuming from its
+    // last seq (a reconnecting bridge, or one taking over a dead one's gateway) misses none.
+    this.recent = new Array(RECENT_CHANGES);
     this.wrapped = null;
     this.timer = null;
     this.emit({ kind: "started", version, profile: "" });
@@ -249,8 +253,9 @@ export class Mirror {
   emit(change) {
     this.seq += 1;
     const payload = { bootId: this.bootId, seq: this.seq, ts: Date.now(), ...change };
-    if (this.subscribers.size === 0) return;
     const frame = JSON.stringify({ type: "event", event: EVENT, payload });
+    this.recent[this.seq % RECENT_CHANGES] = frame;
+    if (this.subscribers.size === 0) return;
     for (const [connId, socket] of this.subscribers) {
       if (socket.readyState !== 1) {
         this.subscribers.delete(connId);
@@ -261,6 +266,21 @@ export class Mirror {
       } catch {
         this.subscribers.delete(connId);
       }
+    }
+  }
+
+  /**
+   * Whether every change after `afterSeq` of boot `bootId` can be sent again: the same
+   * boot, and no more than RECENT_CHANGES ago.
+   */
+  canReplay(bootId, afterSeq) {
+    return bootId === this.bootId && afterSeq >= 0 && this.seq - afterSeq <= RECENT_CHANGES;
+  }
+
+  /** Send `socket` the changes after `afterSeq` again, in order (canReplay said yes). */
+  replay(socket, afterSeq) {
+    for (let seq = afterSeq + 1; seq <= this.seq; seq += 1) {
+      socket.send(this.recent[seq % RECENT_CHANGES]);
     }
   }
 

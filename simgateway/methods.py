@@ -175,9 +175,16 @@ def registry_snapshot(gw: SimGateway, conn: Connection, params: dict[str, Any]) 
 
 
 def registry_subscribe(gw: SimGateway, conn: Connection, params: dict[str, Any]) -> Any:
-    Params("runboard.registry.subscribe", params, frozenset())
-    gw.subscribe(conn)
-    return {"bootId": gw.registry.boot_id, "seq": gw.registry.seq}
+    p = Params("runboard.registry.subscribe", params, frozenset({"bootId", "afterSeq"}))
+    boot_id = p.string("bootId", limit=MAX_ID_CHARS, required=False)
+    after = p.integer("afterSeq", default=-1, low=-1, high=2**53) if "afterSeq" in params else None
+    if (boot_id is None) != (after is None):
+        p.fail("'bootId' and 'afterSeq' go together")
+    replayed = gw.subscribe(conn, boot_id, after)
+    answer: dict[str, Any] = {"bootId": gw.registry.boot_id, "seq": gw.registry.seq}
+    if after is not None:
+        answer["replayed"] = replayed
+    return answer
 
 
 def registry_force_clear(gw: SimGateway, conn: Connection, params: dict[str, Any]) -> Any:

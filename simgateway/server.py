@@ -34,6 +34,7 @@ import contextlib
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -57,6 +58,8 @@ log = structlog.get_logger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 HANDSHAKE_TIMEOUT_S = 15.0
+# Registry changes kept for a subscriber resuming from its last seq (the plugin keeps as many).
+RECENT_CHANGES = 10_000
 PROTOCOL_MIN = 3
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
@@ -133,6 +136,9 @@ class SimGateway:
         self._fault_rng = random.Random(seed + 1)
         self._connections: set[Connection] = set()
         self._subscribers: list[Connection] = []
+        # The latest registry changes, so a subscriber that lost its connection (or a
+        # bridge taking over a dead one's gateway) can resume from its last seq.
+        self._recent: deque[tuple[int, str]] = deque(maxlen=RECENT_CHANGES)
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -267,6 +273,7 @@ class SimGateway:
         if not self.plugin:
             return
         frame = frames.encode_event("runboard.registry", payload)
+        self._recent.append((payload["seq"], frame))
         for conn in self._subscribers:
             if conn.faults is not None:
                 conn.faults.deliver(frame)
@@ -290,14 +297,28 @@ class SimGateway:
             seq = conn.next_event_seq() if with_seq else None
             conn.send(frames.encode_event(name, payload, seq))
 
-    def subscribe(self, conn: Connection) -> None:
+    def subscribe(self, conn: Connection, boot_id: str | None, after: int | None) -> bool:
+        """Send ``conn`` every later change; first, when asked, those after ``after``.
+
+        Returns whether the changes after ``after`` could all be replayed: the
+        same boot and still in the recent-changes buffer.
+        """
+        replayed = False
+        if after is not None and boot_id == self.registry.boot_id:
+            oldest = self._recent[0][0] if self._recent else self.registry.seq + 1
+            if after >= self.registry.seq or after + 1 >= oldest:
+                replayed = True
+                for seq, frame in self._recent:
+                    if seq > after:
+                        conn.send(frame)
         if conn in self._subscribers:
-            return
+            return replayed
         knobs = self.knobs
         if knobs.duplicate_rate or knobs.reorder_window > 1 or knobs.garbage_rate:
             rng = random.Random(self._fault_rng.random())
             conn.faults = SubscriberFaults(knobs, rng, conn.send, self._call_later)
         self._subscribers.append(conn)
+        return replayed
 
     @staticmethod
     def _call_later(delay_s: float, callback: Callable[[], None]) -> object:

@@ -22,17 +22,18 @@ from datetime import datetime, timedelta
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from adminpanel.bridges import command_server, leases, recovery
 from adminpanel.bridges.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer, set_autocheckpoint
-from adminpanel.ingest import Ingestor
+from adminpanel.ingest import Ingestor, LeaseLost
 from adminpanel.live.broadcast import Broadcaster
 from adminpanel.models import Gateway
 from adminpanel.notify import dispatcher as notify_dispatcher
 from gateway_bridge.connection import Bridge, ConnectionState
 from gateway_bridge.events import RegistryEvent
+from gateway_bridge.feed import ResumePoint, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,11 @@ log = structlog.get_logger(__name__)
 # queries hand it back and forth; a short switch interval keeps each hand-off quick
 # (docs/notes/bridge.md has the measurements).
 SWITCH_INTERVAL_S = 0.0005
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +102,13 @@ class BridgeSupervisor:
         broadcaster: Broadcaster | None = None,
         holder: leases.Holder | None = None,
     ) -> None:
-        self.ingestor = ingestor or Ingestor()
+        self.holder = holder
+        self.ingestor = ingestor or Ingestor(fence=self._holds if holder is not None else None)
         # Changed sessions go to the viewers after ingest's transaction committed.
         self.broadcaster = broadcaster or Broadcaster()
         # SQLite's log is copied back on a thread of its own, not inside ingest's commits.
         self.checkpointer = Checkpointer()
         self.targets = {t.name: t for t in targets}
-        self.holder = holder
         self.running: dict[str, Running] = {}
         self._states: dict[str, ConnectionState] = {}
         self._write = sync_to_async(self._apply, thread_sensitive=True)
@@ -117,6 +123,9 @@ class BridgeSupervisor:
         async def sink(events: Sequence[RegistryEvent]) -> bool:
             return await self._write(events)
 
+        async def resume_from() -> ResumePoint:
+            return await sync_to_async(self._cursor, thread_sensitive=True)(target.name)
+
         def on_state(state: ConnectionState) -> None:
             self._states[target.name] = state
 
@@ -129,6 +138,7 @@ class BridgeSupervisor:
             call_timeout_s=settings.RUNBOARD_CALL_TIMEOUT_S,
             connect_timeout_s=settings.RUNBOARD_CONNECT_TIMEOUT_S,
             backoff_max_s=settings.RUNBOARD_BACKOFF_MAX_S,
+            resume_from=resume_from,
         )
 
     def bridge(self, gateway: str) -> Bridge:
@@ -138,17 +148,46 @@ class BridgeSupervisor:
         return running.bridge
 
     def _apply(self, events: Sequence[RegistryEvent]) -> bool:
-        # The connection's state first: a lock in the store shows its gateway's mode too.
-        self._flush_states()
-        result = self.ingestor.apply(events)
+        try:
+            # The connection's state first: a lock in the store shows its gateway's mode too.
+            self._flush_states()
+            result = self.ingestor.apply(events)
+        except (OperationalError, InterfaceError) as exc:
+            # Down, busy or locked: the bridge holds the batch and tries again. A broken
+            # connection is not reused; the next try opens a new one.
+            connection.close()
+            raise StoreUnavailable(first_line(exc)) from exc
+        except LeaseLost:
+            # Another bridge holds the gateway now and resumes from the store's cursor,
+            # so these events reach the store through it.
+            log.warning("gateway_write_fenced", gateway=events[0].gateway if events else "")
+            return False
         self.broadcaster.note(result.changed_sessions)
         return result.needs_snapshot
+
+    def _holds(self, gateway_pk: int) -> bool:
+        assert self.holder is not None
+        return leases.holds(self.holder, gateway_pk, timezone.now())
+
+    def _cursor(self, gateway: str) -> ResumePoint:
+        """Where the store's mirror of ``gateway`` stands: a reconnection resumes from it."""
+        row = Gateway.objects.filter(name=gateway).values_list("boot_id", "last_seq").first()
+        return (row[0], row[1]) if row and row[0] else None
 
     def _tick(self) -> set[str]:
         """Mirror connection states, re-run the rules; return gateways with an overdue gap."""
         self._flush_states()
         self.broadcaster.note(self.ingestor.tick())
         return self.ingestor.gaps_overdue()
+
+    def _tick_unless_unavailable(self) -> set[str]:
+        """The tick, surviving a database that is away (it runs again next time)."""
+        try:
+            return self._tick()
+        except (OperationalError, InterfaceError) as exc:
+            connection.close()
+            log.warning("detect_tick_failed", error=first_line(exc))
+            return set()
 
     def start_bridge(self, name: str) -> None:
         """Mirror ``name`` from now on: its bridge, and the listener for its commands."""
@@ -200,7 +239,7 @@ class BridgeSupervisor:
         self._tasks.append(
             asyncio.create_task(recovery.run(stop, self.broadcaster.note, caller), name="recovery")
         )
-        tick = sync_to_async(self._tick, thread_sensitive=True)
+        tick = sync_to_async(self._tick_unless_unavailable, thread_sensitive=True)
         try:
             while not stop.is_set():
                 overdue = await tick()
@@ -216,19 +255,24 @@ class BridgeSupervisor:
     async def _keep_leases(self, stop: asyncio.Event) -> None:
         """Every third of a lease: renew, take this bridge's share, start and stop bridges."""
         every = settings.RUNBOARD_BRIDGE_LEASE_S / 3
-        lease_round = sync_to_async(self.lease_round, thread_sensitive=True)
+        lease_round = sync_to_async(self._lease_round_if_reachable, thread_sensitive=True)
         while not stop.is_set():
-            try:
-                change = await lease_round(timezone.now())
-            except DatabaseError as exc:
-                # Leases cannot be renewed while the database is away; once they
-                # expire ingest's fence refuses this bridge's writes, and the next
-                # round that reaches the database stops the bridges it lost.
-                log.warning("lease_round_failed", error=str(exc))
-            else:
+            change = await lease_round(timezone.now())
+            if change is not None:
                 await self._apply_lease_change(change)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
+
+    def _lease_round_if_reachable(self, now: datetime) -> LeaseChange | None:
+        try:
+            return self.lease_round(now)
+        except DatabaseError as exc:
+            # Leases cannot be renewed while the database is away; once they expire
+            # ingest's fence refuses this bridge's writes, and the next round that
+            # reaches the database stops the bridges it lost.
+            connection.close()
+            log.warning("lease_round_failed", error=first_line(exc))
+            return None
 
     def lease_round(self, now: datetime) -> LeaseChange:
         """One round against the database; returns which gateways to start, stop, hand back."""

@@ -39,6 +39,6 @@ statements and value adapters).
 
 from __future__ import annotations
 
-from adminpanel.ingest.ingestor import Ingestor, IngestResult
+from adminpanel.ingest.ingestor import Ingestor, IngestResult, LeaseLost
 
-__all__ = ["IngestResult", "Ingestor"]
+__all__ = ["IngestResult", "Ingestor", "LeaseLost"]

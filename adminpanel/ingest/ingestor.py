@@ -25,6 +25,10 @@ from gateway_bridge.events import RegistryEvent, Snapshot
 log = structlog.get_logger("adminpanel.ingest")
 
 
+class LeaseLost(Exception):
+    """This process no longer holds the gateway's lease: another bridge writes it now."""
+
+
 @dataclass(slots=True)
 class IngestResult:
     applied: int = 0
@@ -44,6 +48,7 @@ class Ingestor:
         reorder_wait_s: float | None = None,
         thresholds: detect.Thresholds | None = None,
         clock: Callable[[], float] = time.time,
+        fence: Callable[[int], bool] | None = None,
     ) -> None:
         self.reorder_window = (
             settings.RUNBOARD_REORDER_WINDOW if reorder_window is None else reorder_window
@@ -53,6 +58,9 @@ class Ingestor:
         )
         self.thresholds = thresholds or detect.Thresholds.from_settings()
         self.clock = clock
+        # Asked inside each batch's transaction: does this process still hold the
+        # gateway (its pk)? With several bridges, only the lease holder writes.
+        self.fence = fence
         self._held: dict[str, dict[tuple[str, int], Held]] = {}
         self._tables: Tables | None = None
 
@@ -91,6 +99,8 @@ class Ingestor:
         self, name: str, events: list[RegistryEvent], now: float, result: IngestResult
     ) -> Sequencer:
         gw = self._load_gateway(name)
+        if self.fence is not None and not self.fence(gw.pk):
+            raise LeaseLost(name)
         seq = Sequencer(
             gw.boot_id, gw.last_seq, list(gw.past_boots), dict(self._held.get(name, {}))
         )

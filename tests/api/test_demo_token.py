@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_demo_command import ROOT, free_port_run, manage
+from tests.commands.test_demo import ROOT, free_port_run, manage
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from adminpanel.notify import notice
 from adminpanel.notify.models import Delivery
 from gateway_bridge.events import GatewayStarted, LockAcquired, LockReleased, RunEnded
 from tests.notify.support import make_channel, make_flag, make_session
-from tests.store.streams import KEY, T0, GatewayScript
+from tests.ingest.streams import KEY, T0, GatewayScript
 
 pytestmark = pytest.mark.django_db
 

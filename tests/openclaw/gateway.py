@@ -28,7 +28,7 @@ from typing import Any
 
 from tests.openclaw.install import Layout, layout, missing_parts
 
-PLUGIN_DIR = Path(__file__).resolve().parents[2] / "gateway_bridge" / "openclaw_plugin"
+PLUGIN_DIR = Path(__file__).resolve().parents[2] / "openclaw_plugin"
 PLUGIN_ID = "runboard-registry"
 PROVIDER = "fake"
 MODEL = "fake-1"

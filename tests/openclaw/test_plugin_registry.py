@@ -130,3 +130,28 @@ def test_force_clear_refuses_a_stale_owner_or_no_lock_and_clears_the_expected_on
         "done": [True, True],
         "left": 0,
     }
+
+
+@pytest.mark.openclaw
+def test_a_subscriber_resuming_from_its_last_seq_gets_every_later_change_again_in_order() -> None:
+    got = run_node(
+        """
+        const state = maps();
+        globalThis[SYM] = state;
+        const mirror = new Mirror({ version: "x", logger: null });
+        op(state, "agent:main:a", "s-a");
+        mirror.snapshot();
+        const seen = mirror.seq;
+        op(state, "agent:main:b", "s-b");
+        op(state, "agent:main:c", "s-c");
+        mirror.snapshot();
+        const sent = [];
+        const socket = { readyState: 1, send: (f) => sent.push(JSON.parse(f).payload.seq) };
+        const ok = mirror.canReplay(mirror.bootId, seen);
+        if (ok) mirror.replay(socket, seen);
+        out({ ok, sent, seq: mirror.seq, otherBoot: mirror.canReplay("another-boot", seen),
+              tooOld: mirror.canReplay(mirror.bootId, mirror.seq - 10001) });
+        """
+    )
+    assert got["ok"] is True and got["otherBoot"] is False and got["tooOld"] is False
+    assert got["sent"] == list(range(got["sent"][0], got["seq"] + 1)) and len(got["sent"]) == 2
