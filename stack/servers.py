@@ -116,12 +116,14 @@ class PostgresServer:
             pwfile.write_text(self.password + "\n")
             if os.geteuid() == 0:
                 shutil.chown(pwfile, "postgres", "postgres")
-            subprocess.run(
+            initdb = subprocess.run(
                 [self._bin("initdb"), "-D", str(data), "-U", self.user,
                  f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"],
-                check=True, capture_output=True, timeout=120, cwd=self.folder,
+                check=False, capture_output=True, text=True, timeout=120, cwd=self.folder,
                 user=_postgres_user(), group=_postgres_user(),
             )  # fmt: skip
+            if initdb.returncode != 0:
+                raise ServerError(f"initdb in {data} failed: {initdb.stderr.strip()[-500:]}")
             pwfile.unlink()
         logf = open(log, "ab")  # noqa: SIM115 - the server writes to it until stopped
         if os.geteuid() == 0:
