@@ -83,7 +83,7 @@ test-fast: venv
 # The store, ingest, live, actions, API and audit tests again, on a fresh
 # PostgreSQL 15 and Redis 7 started on loopback in a temporary folder.
 test-backends: venv system-deps
-	$(PY) -m stack.with_backends -- $(PY) -m pytest -m "not sqlite_only and not browser and not openclaw" $(BACKEND_TESTS)
+	$(PY) -m stack.with_backends -- $(PY) -m pytest -m "not embedded_only and not browser and not openclaw" $(BACKEND_TESTS)
 
 lint: venv $(DEMO_KEY)
 	$(VENV)/bin/ruff check .

@@ -232,7 +232,7 @@ async def _perform_bulk(request: HttpRequest, action: str) -> HttpResponse:
             pk__in=[pk for pk, _ in pairs]
         )
     }
-    batch = f"bulk:{form.cleaned_data['submission']}"
+    batch = f"bulk:{form.cleaned_data['submission'].hex}"  # fits AuditEntry.batch (40)
     limit = asyncio.Semaphore(BULK_CONCURRENCY)
     # Once a call times out the gateway is slow or gone: the rest are not started.
     gave_up = asyncio.Event()

@@ -114,6 +114,9 @@ class BridgeSupervisor:
         self._write = sync_to_async(self._apply, thread_sensitive=True)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        if holder is None:
+            for name in self.targets:
+                self.add_bridge(name)
 
     @property
     def bridges(self) -> list[Bridge]:
@@ -189,16 +192,23 @@ class BridgeSupervisor:
             log.warning("detect_tick_failed", error=first_line(exc))
             return set()
 
+    def add_bridge(self, name: str) -> Running:
+        """The bridge for ``name``, not yet running (``start_bridge`` runs it)."""
+        running = Running(self._bridge_for(self.targets[name]), asyncio.Event(), [])
+        self.running[name] = running
+        return running
+
     def start_bridge(self, name: str) -> None:
         """Mirror ``name`` from now on: its bridge, and the listener for its commands."""
-        bridge = self._bridge_for(self.targets[name])
-        stop = asyncio.Event()
-        tasks = [
+        running = self.running.get(name) or self.add_bridge(name)
+        bridge = running.bridge
+        running.tasks = [
             asyncio.create_task(bridge.run(), name=f"bridge:{name}"),
             # Operator actions reach the gateway through this listener.
-            asyncio.create_task(command_server.serve(bridge, stop), name=f"commands:{name}"),
+            asyncio.create_task(
+                command_server.serve(bridge, running.stop), name=f"commands:{name}"
+            ),
         ]
-        self.running[name] = Running(bridge, stop, tasks)
         log.info("bridge_started", gateway=name)
 
     async def stop_bridge(self, name: str, *, keep_state: bool = False) -> None:

@@ -57,8 +57,14 @@ def utc(moment: datetime | None, precision: str = "s") -> str:
 
 @register.filter
 def jsonish(value: Any) -> str:
-    """Compact JSON for showing call parameters in a dialog."""
-    return json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
+    """Compact JSON for showing call parameters in a dialog.
+
+    Keys sorted: PostgreSQL's jsonb keeps its own key order, so the same entry
+    reads the same on either database.
+    """
+    return json.dumps(
+        value, separators=(", ", ": "), ensure_ascii=False, default=str, sort_keys=True
+    )
 
 
 @register.filter

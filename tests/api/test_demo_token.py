@@ -83,6 +83,9 @@ def test_the_demo_gives_the_operator_the_api_token_and_the_same_one_after_a_rest
         "RUNBOARD_DEMO_PORT": str(free_port_run(1)),
         "RUNBOARD_SIM_BASE_PORT": str(free_port_run(3)),
         "RUNBOARD_GATEWAY_URL": "",
+        # The demo runs on its embedded defaults, whatever backends the test run has.
+        "RUNBOARD_DATABASE_URL": "",
+        "RUNBOARD_REDIS_URL": "",
         "RUNBOARD_DEMO_API_TOKEN": TOKEN,
     }
     port = env["RUNBOARD_DEMO_PORT"]

@@ -77,6 +77,9 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "RUNBOARD_DEMO_PORT": str(free_port_run(1)),
         "RUNBOARD_SIM_BASE_PORT": str(free_port_run(3)),
         "RUNBOARD_GATEWAY_URL": "",
+        # The demo runs on its embedded defaults, whatever backends the test run has.
+        "RUNBOARD_DATABASE_URL": "",
+        "RUNBOARD_REDIS_URL": "",
     }
 
 

@@ -23,6 +23,7 @@ def nothing_waits(layer: InProcessChannelLayer, channel: str) -> bool:
     return channel not in layer.channels or layer.channels[channel].empty()
 
 
+@pytest.mark.embedded_only
 def test_it_is_the_layer_without_redis() -> None:
     assert isinstance(get_channel_layer(), InProcessChannelLayer)
 

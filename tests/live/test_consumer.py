@@ -14,6 +14,7 @@ from django.test import Client
 
 from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE
 from adminpanel.live.consumers import CLOSE_UNAUTHENTICATED
+from adminpanel.live.layers import group_has_members
 from runboard.asgi import application
 from tests.users import make_user
 
@@ -104,7 +105,7 @@ async def test_a_viewer_that_left_is_no_longer_in_the_group(
     viewer: WebsocketCommunicator,
 ) -> None:
     layer = get_channel_layer()
-    assert len(layer.groups.get(GROUP, {})) == 1  # type: ignore[attr-defined]
+    assert await group_has_members(layer, GROUP)
     await viewer.disconnect()
 
-    assert GROUP not in layer.groups  # type: ignore[attr-defined]
+    assert not await group_has_members(layer, GROUP)

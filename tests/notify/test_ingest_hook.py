@@ -14,8 +14,8 @@ from adminpanel.models import Flag, Gateway
 from adminpanel.notify import notice
 from adminpanel.notify.models import Delivery
 from gateway_bridge.events import GatewayStarted, LockAcquired, LockReleased, RunEnded
-from tests.notify.support import make_channel, make_flag, make_session
 from tests.ingest.streams import KEY, T0, GatewayScript
+from tests.notify.support import make_channel, make_flag, make_session
 
 pytestmark = pytest.mark.django_db
 
