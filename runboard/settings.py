@@ -201,6 +201,15 @@ RUNBOARD_DETECT_TICK_S = env_float("RUNBOARD_DETECT_TICK_S", 0.5, minimum=0.05)
 # How often the recovery policies look for due countdowns (adminpanel/recovery.py).
 RUNBOARD_RECOVERY_TICK_S = env_float("RUNBOARD_RECOVERY_TICK_S", 1.0, minimum=0.05)
 
+# --- Observability (adminpanel/observability/) ---------------------------------
+# A Bearer token Prometheus may send to /metrics instead of a viewer's API token.
+RUNBOARD_METRICS_TOKEN = env_str("RUNBOARD_METRICS_TOKEN", "")
+if RUNBOARD_METRICS_TOKEN and len(RUNBOARD_METRICS_TOKEN) < 16:
+    raise SettingError("RUNBOARD_METRICS_TOKEN: expected at least 16 characters")
+# A bridge's gateway lease lasts this long unless renewed; /readyz and /metrics call a
+# bridge whose heartbeat is older than this gone.
+RUNBOARD_LEASE_TTL_S = env_float("RUNBOARD_LEASE_TTL_S", 15.0, minimum=1.0)
+
 # --- Flag thresholds (adminpanel.detect) -------------------------------------
 
 RUNBOARD_STUCK_AFTER_S = env_float("RUNBOARD_STUCK_AFTER_S", 120.0, minimum=0.1)

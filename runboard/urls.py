@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from adminpanel import action_views, views
 from adminpanel.audit import views as audit_views
+from adminpanel.observability import health, metrics
 
 urlpatterns = [
     path("", views.sessions, name="sessions"),
@@ -23,6 +24,9 @@ urlpatterns = [
     path("audit/<int:pk>/", audit_views.audit_entry, name="audit_entry"),
     path("audit/export.csv", audit_views.export_csv, name="audit_export_csv"),
     path("audit/export.json", audit_views.export_json, name="audit_export_json"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("api/v1/", include("adminpanel.api.views")),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),

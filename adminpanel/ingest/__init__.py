@@ -51,6 +51,7 @@ from adminpanel.ingest.rows import _GatewayRow
 from adminpanel.ingest.sequencer import HELD_CAP_FACTOR, _Held, _Sequencer
 from adminpanel.ingest.sql import _aware, _Tables
 from adminpanel.models import DispatchSkip, Gateway
+from adminpanel.observability.counters import record_batch
 from gateway_bridge.events import RegistryEvent, Snapshot
 
 __all__ = ["IngestResult", "Ingestor"]
@@ -134,6 +135,7 @@ class Ingestor:
         if not seq.ready:
             return seq
         changed = self._write_events(gw, seq, now)
+        record_batch(name, seq.ready, self.clock())
         result.applied += len(seq.ready)
         result.changed_sessions.update((name, key) for key in changed)
         gw.boot_id, gw.last_seq, gw.past_boots = seq.boot_id, seq.last_seq, seq.past_boots
