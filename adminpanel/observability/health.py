@@ -71,12 +71,12 @@ def gateway_why(lease: GatewayLease | None, heartbeat: datetime | None, now: dat
     if lease is None:
         return "held by no bridge"
     if lease.expires_at <= now:
-        return f"its lease expired {(now - lease.expires_at).total_seconds():.0f} s ago"
+        return f"its lease expired {int((now - lease.expires_at).total_seconds())} s ago"
     if heartbeat is None:
         return "its holder has no heartbeat"
     age = (now - heartbeat).total_seconds()
     if age >= ttl.total_seconds():
-        return f"its bridge's heartbeat is {age:.0f} s old (lease period {ttl.total_seconds():g} s)"
+        return f"its bridge's heartbeat is {int(age)} s old (lease period {ttl.total_seconds():g} s)"
     return ""
 
 
