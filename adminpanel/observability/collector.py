@@ -74,12 +74,12 @@ class RunboardCollector(Collector):
         ttl = timedelta(seconds=settings.RUNBOARD_LEASE_TTL_S)
         held = held_gateways(now, ttl)
         up = GaugeMetricFamily(
-            "runboard_gateway_up", "1 while the gateway's bridge is connected to it.",
+            "runboard_gateway_up", "1 while an enabled gateway's bridge is connected to it.",
             labels=["gateway"],
         )  # fmt: skip
         hold = GaugeMetricFamily(
             "runboard_gateway_held",
-            "1 while a bridge with a fresh heartbeat holds the gateway's lease.",
+            "1 while a bridge with a fresh heartbeat holds an enabled gateway's lease.",
             labels=["gateway"],
         )
         reconnects = CounterMetricFamily(
@@ -88,9 +88,10 @@ class RunboardCollector(Collector):
             labels=["gateway"],
         )
         for pk, g in sorted(gateways.items(), key=lambda item: item[1].name):
-            up.add_metric([g.name], 1.0 if g.status == "connected" else 0.0)
-            hold.add_metric([g.name], 1.0 if pk in held else 0.0)
             reconnects.add_metric([g.name], float(g.reconnects))
+            if g.enabled:  # a disabled gateway is meant to be down and unheld
+                up.add_metric([g.name], 1.0 if g.status == "connected" else 0.0)
+                hold.add_metric([g.name], 1.0 if pk in held else 0.0)
         yield from (up, hold, reconnects)
 
     def _counters(

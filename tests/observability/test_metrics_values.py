@@ -47,6 +47,7 @@ def test_gateway_held_needs_an_unexpired_lease_and_a_fresh_heartbeat() -> None:
     bridge("fresh")
     lease(gateway("gamma"), "fresh", expires_in_s=-1)
     gateway("delta")
+    gateway("off", enabled=False)
 
     scraped = samples(scrape_text())
 
@@ -54,6 +55,8 @@ def test_gateway_held_needs_an_unexpired_lease_and_a_fresh_heartbeat() -> None:
     assert value(scraped, "runboard_gateway_held", gateway="beta") == 0.0
     assert value(scraped, "runboard_gateway_held", gateway="gamma") == 0.0
     assert value(scraped, "runboard_gateway_held", gateway="delta") == 0.0
+    assert value(scraped, "runboard_gateway_held", gateway="off") is None  # not meant to be held
+    assert value(scraped, "runboard_gateway_up", gateway="off") is None
 
 
 def test_sessions_are_counted_by_phase_with_idle_for_unlocked_ones() -> None:
