@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from adminpanel import action_views, views
+from adminpanel.api.openapi import openapi_json
 from adminpanel.audit import views as audit_views
 from adminpanel.observability import health, metrics
 
@@ -27,6 +28,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
+    path("api/v1/openapi.json", openapi_json, name="api_openapi"),
     path("api/v1/", include("adminpanel.api.views")),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
