@@ -79,9 +79,12 @@ def schemas() -> dict[str, Any]:
             }
         ),
         "SessionList": strict(
-            {"sessions": {"type": "array", "items": ref("Session")}, "next": CURSOR,
-             "next_url": NEXT_URL}
-        ),  # fmt: skip
+            {
+                "sessions": {"type": "array", "items": ref("Session")},
+                "next": CURSOR,
+                "next_url": NEXT_URL,
+            }
+        ),
         "Gateway": strict(
             {
                 "name": TEXT,
@@ -135,21 +138,25 @@ def schemas() -> dict[str, Any]:
             }
         ),
         "AttemptList": strict(
-            {"attempts": {"type": "array", "items": ref("Attempt")}, "next": CURSOR,
-             "next_url": NEXT_URL}
-        ),  # fmt: skip
+            {
+                "attempts": {"type": "array", "items": ref("Attempt")},
+                "next": CURSOR,
+                "next_url": NEXT_URL,
+            }
+        ),
         "ActionRequest": strict(
             {
                 "gateway": {**TEXT, "minLength": 1},
                 "session_key": {**TEXT, "minLength": 1},
                 "reason": {**TEXT, "description": "Why; it goes into the audit log."},
                 "expect_run_id": nullable(
-                    "string", description="The run you saw holding the lock; nothing is done "
-                    "if another holds it now."
+                    "string",
+                    description="The run you saw holding the lock; nothing is done "
+                    "if another holds it now.",
                 ),
             },
             ["gateway", "session_key", "reason"],
-        ),  # fmt: skip
+        ),
         "SessionState": strict(
             {
                 "locked": {"type": "boolean"},
@@ -197,8 +204,13 @@ def errors(*statuses: int) -> dict[str, Any]:
 
 
 def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}  # fmt: skip
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
 
 
 LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size.")
@@ -221,13 +233,21 @@ def read(
 def act(slug: str) -> dict[str, Any]:
     action = ACTION_SLUGS[slug]
     headers = [
-        {"name": "X-Request-ID", "in": "header", "required": False,
-         "schema": {**TEXT, "maxLength": REQUEST_ID_MAX},
-         "description": "Recorded in the audit log and echoed back; made up when absent."},
-        {"name": "Idempotency-Key", "in": "header", "required": False,
-         "schema": {**TEXT, "maxLength": IDEMPOTENCY_KEY_MAX},
-         "description": "The same key again returns the first attempt's outcome."},
-    ]  # fmt: skip
+        {
+            "name": "X-Request-ID",
+            "in": "header",
+            "required": False,
+            "schema": {**TEXT, "maxLength": REQUEST_ID_MAX},
+            "description": "Recorded in the audit log and echoed back; made up when absent.",
+        },
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {**TEXT, "maxLength": IDEMPOTENCY_KEY_MAX},
+            "description": "The same key again returns the first attempt's outcome.",
+        },
+    ]
     outcome = "ActionResult"
     return {
         "post": {
@@ -273,8 +293,9 @@ def document() -> dict[str, Any]:
         LIMIT,
     ]
     paths: dict[str, Any] = {
-        "/sessions": read("Sessions, filtered and paged.", "sessions", "SessionList",
-                          session_filters),  # fmt: skip
+        "/sessions": read(
+            "Sessions, filtered and paged.", "sessions", "SessionList", session_filters
+        ),
         "/gateways": read("Every gateway and its connection.", "gateways", "GatewayList", []),
         "/audit": read("Action attempts, newest first.", "audit", "AttemptList", audit_filters),
     }

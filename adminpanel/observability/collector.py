@@ -66,17 +66,19 @@ class RunboardCollector(Collector):
         yield from self._sessions(names, now)
         yield from self._flags(names)
         yield GaugeMetricFamily(
-            "runboard_viewers", "Open live-view WebSockets, across web workers.",
+            "runboard_viewers",
+            "Open live-view WebSockets, across web workers.",
             value=viewers.viewer_count(),
-        )  # fmt: skip
+        )
 
     def _gateways(self, gateways: dict[int, Gateway], now: datetime) -> Iterator[Metric]:
         ttl = timedelta(seconds=settings.RUNBOARD_LEASE_TTL_S)
         held = held_gateways(now, ttl)
         up = GaugeMetricFamily(
-            "runboard_gateway_up", "1 while an enabled gateway's bridge is connected to it.",
+            "runboard_gateway_up",
+            "1 while an enabled gateway's bridge is connected to it.",
             labels=["gateway"],
-        )  # fmt: skip
+        )
         hold = GaugeMetricFamily(
             "runboard_gateway_held",
             "1 while a bridge with a fresh heartbeat holds an enabled gateway's lease.",
@@ -111,24 +113,27 @@ class RunboardCollector(Collector):
         for labels, us in sorted(stored.get(counters.LAG_NAME, []), key=_by_labels):
             lag.add_metric([labels.get("gateway", "")], us / 1_000_000)
         skips = CounterMetricFamily(
-            "runboard_skips", "Messages a gateway gave up on (dispatch skips, drain failures).",
+            "runboard_skips",
+            "Messages a gateway gave up on (dispatch skips, drain failures).",
             labels=["gateway", "reason"],
-        )  # fmt: skip
+        )
         for labels, n in sorted(stored.get("skips", []), key=_by_labels):
             skips.add_metric([labels.get("gateway", ""), labels.get("reason", "")], float(n))
         acts = CounterMetricFamily(
-            "runboard_actions", "Operator and policy actions, by their audited result.",
+            "runboard_actions",
+            "Operator and policy actions, by their audited result.",
             labels=["action", "result"],
-        )  # fmt: skip
+        )
         for labels, n in sorted(stored.get("actions", []), key=_by_labels):
             acts.add_metric([labels.get("action", ""), labels.get("result", "")], float(n))
         yield from (events, lag, skips, acts)
 
     def _sessions(self, names: dict[int, str], now: datetime) -> Iterator[Metric]:
         by_phase = GaugeMetricFamily(
-            "runboard_sessions", "Sessions by their lock's phase (idle: no lock).",
+            "runboard_sessions",
+            "Sessions by their lock's phase (idle: no lock).",
             labels=["gateway", "phase"],
-        )  # fmt: skip
+        )
         phases: dict[tuple[str, str], int] = defaultdict(int)
         rows = (
             Session.objects.values("gateway_id", "locked", "phase")
@@ -143,9 +148,10 @@ class RunboardCollector(Collector):
             "runboard_locks_held", "Sessions whose lock is held.", labels=["gateway"]
         )
         age = GaugeMetricFamily(
-            "runboard_lock_age_seconds", "Age of the gateway's oldest held lock (0: none).",
+            "runboard_lock_age_seconds",
+            "Age of the gateway's oldest held lock (0: none).",
             labels=["gateway"],
-        )  # fmt: skip
+        )
         locks = {
             gateway_id: (n, oldest)
             for gateway_id, n, oldest in Session.objects.filter(locked=True)

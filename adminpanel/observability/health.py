@@ -65,8 +65,9 @@ async def channel_layer() -> dict[str, Any]:
     return check("channel_layer")
 
 
-def gateway_why(lease: GatewayLease | None, heartbeat: datetime | None, now: datetime,
-                ttl: timedelta) -> str:  # fmt: skip
+def gateway_why(
+    lease: GatewayLease | None, heartbeat: datetime | None, now: datetime, ttl: timedelta
+) -> str:
     """Why a gateway is not held by a live bridge, or "" when it is."""
     if lease is None:
         return "held by no bridge"
@@ -76,7 +77,9 @@ def gateway_why(lease: GatewayLease | None, heartbeat: datetime | None, now: dat
         return "its holder has no heartbeat"
     age = (now - heartbeat).total_seconds()
     if age >= ttl.total_seconds():
-        return f"its bridge's heartbeat is {int(age)} s old (lease period {ttl.total_seconds():g} s)"
+        return (
+            f"its bridge's heartbeat is {int(age)} s old (lease period {ttl.total_seconds():g} s)"
+        )
     return ""
 
 
@@ -104,5 +107,6 @@ async def readyz(request: HttpRequest) -> JsonResponse:
             checks.append(check("gateways", f"could not be read ({type(exc).__name__})"))
     ready = all(c["ok"] for c in checks)
     return JsonResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
     )

@@ -81,8 +81,12 @@ def test_real_reads_and_their_errors_match_the_document(spec: dict[str, Any]) ->
 
     body = check(spec, "/sessions", "get", get(client, "/api/v1/sessions", viewer, limit=1))
     assert body["sessions"][0]["flags"][0]["code"] == "no_progress" and body["next"]
-    check(spec, "/sessions", "get", get(client, "/api/v1/sessions", viewer, after=body["next"],
-                                        limit=1))  # fmt: skip
+    check(
+        spec,
+        "/sessions",
+        "get",
+        get(client, "/api/v1/sessions", viewer, after=body["next"], limit=1),
+    )
     check(spec, "/sessions", "get", get(client, "/api/v1/sessions", viewer, phase="nonsense"))
     check(spec, "/sessions", "get", get(client, "/api/v1/sessions", None))
     check(spec, "/sessions", "get", get(client, "/api/v1/sessions", tokens["nobody"]))
@@ -103,17 +107,20 @@ async def test_real_audit_pages_with_finished_and_pending_attempts_match_the_doc
     wrong = actions.Target("alpha", KEY.format(1), expect_run_id="another-run")
     await actions.perform("force_clear", wrong, reason="test", actor=actions.Actor("operator"))
     await sync_to_async(chain.append)(
-        kind="intent", actor="operator", actor_kind="user", action="abort", gateway="alpha",
-        session_key=KEY.format(1), reason="crashed before its outcome",
-    )  # fmt: skip
+        kind="intent",
+        actor="operator",
+        actor_kind="user",
+        action="abort",
+        gateway="alpha",
+        session_key=KEY.format(1),
+        reason="crashed before its outcome",
+    )
     client = AsyncClient()
 
     first = await client.get("/api/v1/audit", {"limit": 1}, headers=auth(tokens["admin"]))
     body = await sync_to_async(check)(spec, "/audit", "get", first)
     assert body["attempts"][0]["result"] == "pending" and body["next"]
-    rest = await client.get(
-        "/api/v1/audit", {"after": body["next"]}, headers=auth(tokens["admin"])
-    )
+    rest = await client.get("/api/v1/audit", {"after": body["next"]}, headers=auth(tokens["admin"]))
     body = await sync_to_async(check)(spec, "/audit", "get", rest)
     assert body["attempts"][0]["result"] == "conflict"
 
@@ -151,8 +158,12 @@ async def test_a_real_successful_force_clear_answer_matches_the_document(
     gw: SimGateway = await sim_gateway(profile="2026.9", **FAST)
     async with mirrored(gw):
         run_id = await hung_run(gw)
-        body = {"gateway": "sim", "session_key": "agent:main:telegram:direct:hung",
-                "reason": "no answer", "expect_run_id": run_id}  # fmt: skip
+        body = {
+            "gateway": "sim",
+            "session_key": "agent:main:telegram:direct:hung",
+            "reason": "no answer",
+            "expect_run_id": run_id,
+        }
         response = await apost(AsyncClient(), "/api/v1/actions/force-clear", operator, body)
 
     answer = check(spec, "/actions/force-clear", "post", response)

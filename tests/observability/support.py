@@ -18,40 +18,63 @@ def gateway(name: str, **fields: Any) -> Gateway:
     return Gateway.objects.create(name=name, **fields)
 
 
-def session(gw: Gateway, key: str, *, locked_for_s: float | None = None, phase: str = "running",
-            now: datetime | None = None) -> Session:  # fmt: skip
+def session(
+    gw: Gateway,
+    key: str,
+    *,
+    locked_for_s: float | None = None,
+    phase: str = "running",
+    now: datetime | None = None,
+) -> Session:
     now = now or timezone.now()
     if locked_for_s is None:
         return Session.objects.create(gateway=gw, session_key=key)
     return Session.objects.create(
-        gateway=gw, session_key=key, locked=True, phase=phase, run_id=f"run-{key}",
+        gateway=gw,
+        session_key=key,
+        locked=True,
+        phase=phase,
+        run_id=f"run-{key}",
         lock_acquired_at=now - timedelta(seconds=locked_for_s),
-    )  # fmt: skip
+    )
 
 
 def flag(s: Session, code: str, *, cleared: bool = False) -> Flag:
     now = timezone.now()
     return Flag.objects.create(
-        session=s, code=code, severity="warning", why="test", since=now, raised_at=now,
+        session=s,
+        code=code,
+        severity="warning",
+        why="test",
+        since=now,
+        raised_at=now,
         cleared_at=now if cleared else None,
-    )  # fmt: skip
+    )
 
 
 def bridge(instance: str, *, beat_age_s: float = 0.0, now: datetime | None = None) -> None:
     now = now or timezone.now()
     BridgeInstance.objects.create(
-        instance=instance, host="host", pid=1, started_at=now - timedelta(hours=1),
+        instance=instance,
+        host="host",
+        pid=1,
+        started_at=now - timedelta(hours=1),
         heartbeat_at=now - timedelta(seconds=beat_age_s),
-    )  # fmt: skip
+    )
 
 
-def lease(gw: Gateway, holder: str, *, expires_in_s: float = 10.0,
-          now: datetime | None = None) -> GatewayLease:  # fmt: skip
+def lease(
+    gw: Gateway, holder: str, *, expires_in_s: float = 10.0, now: datetime | None = None
+) -> GatewayLease:
     now = now or timezone.now()
     return GatewayLease.objects.create(
-        gateway=gw, holder=holder, host="host", pid=1, since=now - timedelta(minutes=5),
+        gateway=gw,
+        holder=holder,
+        host="host",
+        pid=1,
+        since=now - timedelta(minutes=5),
         expires_at=now + timedelta(seconds=expires_in_s),
-    )  # fmt: skip
+    )
 
 
 def held(gw: Gateway, instance: str = "bridge-1") -> None:
@@ -76,6 +99,7 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return out
 
 
-def value(scraped: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-          **labels: str) -> float | None:  # fmt: skip
+def value(
+    scraped: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
     return scraped.get((name, frozenset(labels.items())))

@@ -19,6 +19,15 @@ def checks(answer: Any) -> dict[str, dict[str, Any]]:
     return {c["check"]: c for c in answer.json()["checks"]}
 
 
+def held_gateways(*names: str, unheld: str = "", disabled: str = "") -> None:
+    for name in names:
+        held(gateway(name))
+    if unheld:
+        gateway(unheld)
+    if disabled:
+        gateway(disabled, enabled=False)
+
+
 async def readyz() -> Any:
     return await AsyncClient().get("/readyz")
 
@@ -31,7 +40,7 @@ def test_healthz_answers_ok_without_login() -> None:
 
 
 async def test_readyz_is_ready_when_every_enabled_gateway_is_held_by_a_live_bridge() -> None:
-    await sync(lambda: (held(gateway("alpha")), held(gateway("beta"))))
+    await sync(lambda: held_gateways("alpha", "beta"))
 
     response = await readyz()
 
@@ -42,7 +51,7 @@ async def test_readyz_is_ready_when_every_enabled_gateway_is_held_by_a_live_brid
 
 
 async def test_readyz_ignores_a_disabled_gateway() -> None:
-    await sync(lambda: (held(gateway("alpha")), gateway("off", enabled=False)))
+    await sync(lambda: held_gateways("alpha", disabled="off"))
 
     response = await readyz()
 
@@ -51,15 +60,17 @@ async def test_readyz_ignores_a_disabled_gateway() -> None:
 
 
 async def test_readyz_is_not_ready_when_a_gateway_is_held_by_no_bridge() -> None:
-    await sync(lambda: (held(gateway("alpha")), gateway("orphan")))
+    await sync(lambda: held_gateways("alpha", unheld="orphan"))
 
     response = await readyz()
 
     assert response.status_code == 503
     assert response.json()["status"] == "not ready"
     assert checks(response)["gateway:orphan"] == {
-        "check": "gateway:orphan", "ok": False, "why": "held by no bridge",
-    }  # fmt: skip
+        "check": "gateway:orphan",
+        "ok": False,
+        "why": "held by no bridge",
+    }
     assert checks(response)["gateway:alpha"]["ok"]
 
 
@@ -134,8 +145,10 @@ def test_readyz_is_not_ready_when_the_database_is_unreachable() -> None:
     assert response.status_code == 503
     found = checks(response)
     assert found["database"] == {
-        "check": "database", "ok": False, "why": "unreachable (OperationalError)",
-    }  # fmt: skip
+        "check": "database",
+        "ok": False,
+        "why": "unreachable (OperationalError)",
+    }
     assert "nonexistent-dir" not in response.content.decode()
     assert not any(name.startswith("gateway:") for name in found)
 

@@ -11,8 +11,16 @@ from adminpanel.models import Gateway
 from adminpanel.observability import counters, viewers
 from adminpanel.observability.collector import FAMILIES
 from tests.observability.support import (
-    bridge, flag, gateway, held, lease, samples, scrape_text, session, value,
-)  # fmt: skip
+    bridge,
+    flag,
+    gateway,
+    held,
+    lease,
+    samples,
+    scrape_text,
+    session,
+    value,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -134,7 +142,7 @@ def test_a_renamed_or_removed_gateway_leaves_no_gauge_behind() -> None:
     gateway("alpha")
     Gateway.objects.filter(name="alpha").delete()
 
-    assert "gateway=\"alpha\"" not in scrape_text()
+    assert 'gateway="alpha"' not in scrape_text()
 
 
 def test_lock_age_uses_the_scrape_time() -> None:

@@ -1,4 +1,4 @@
-"""A real Prometheus (Debian's package) scrapes a live Runboard with a Bearer token and loads the rules."""
+"""A real Prometheus (Debian's package) scrapes a live Runboard with a token and loads the rules."""
 
 from __future__ import annotations
 
@@ -46,8 +46,10 @@ def wait_for(what: str, check: Callable[[], Any], log: Path) -> Any:
             if last:
                 return last
         time.sleep(0.2)
-    pytest.fail(f"{what} not within {WAIT_S:g} s (last: {last!r}); Prometheus said:\n"
-                f"{log.read_text()[-3000:]}")  # fmt: skip
+    pytest.fail(
+        f"{what} not within {WAIT_S:g} s (last: {last!r}); Prometheus said:\n"
+        f"{log.read_text()[-3000:]}"
+    )
 
 
 @pytest.fixture
@@ -80,11 +82,17 @@ def prometheus(live_server: Any, tmp_path: Path) -> Iterator[str]:
                 f"--storage.tsdb.path={tmp_path / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
             ],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )  # fmt: skip
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for("Prometheus ready", lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2).status == 200, log)  # noqa: E501
+        wait_for(
+            "Prometheus ready",
+            lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2).status == 200,
+            log,
+        )
         yield base
     finally:
         process.terminate()
@@ -126,7 +134,9 @@ def test_prometheus_scrapes_runboard_with_the_metrics_token_and_stores_its_metri
 def test_prometheus_loads_the_alert_rules_healthy(prometheus: str, tmp_path: Path) -> None:
     def rules() -> list[dict[str, Any]]:
         groups = get_json(f"{prometheus}/api/v1/rules")["data"]["groups"]
-        return [r for g in groups for r in g["rules"] if r.get("lastEvaluation", "").startswith("2")]
+        return [
+            r for g in groups for r in g["rules"] if r.get("lastEvaluation", "").startswith("2")
+        ]
 
     def evaluated() -> list[dict[str, Any]]:
         found = rules()
@@ -135,6 +145,10 @@ def test_prometheus_loads_the_alert_rules_healthy(prometheus: str, tmp_path: Pat
     found = wait_for("six healthy rules", evaluated, tmp_path / "prometheus.log")
 
     assert {r["name"] for r in found} == {
-        "RunboardGatewayDown", "RunboardGatewayNotHeld", "RunboardSessionStuck",
-        "RunboardSkipBurst", "RunboardIngestLag", "RunboardActionsFailing",
-    }  # fmt: skip
+        "RunboardGatewayDown",
+        "RunboardGatewayNotHeld",
+        "RunboardSessionStuck",
+        "RunboardSkipBurst",
+        "RunboardIngestLag",
+        "RunboardActionsFailing",
+    }

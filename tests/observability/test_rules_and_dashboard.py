@@ -9,8 +9,13 @@ import pytest
 
 from adminpanel.observability.collector import FAMILIES
 from tests.observability.promql import (
-    DASHBOARD, RULE_TESTS, RULES, metric_names, promtool, rule_expressions,
-)  # fmt: skip
+    DASHBOARD,
+    RULE_TESTS,
+    RULES,
+    metric_names,
+    promtool,
+    rule_expressions,
+)
 from tests.observability.support import gateway, held, scrape_text, session
 
 
@@ -32,9 +37,13 @@ def test_every_alert_the_issue_asks_for_exists() -> None:
     text = RULES.read_text()
 
     for alert in (
-        "RunboardGatewayDown", "RunboardSessionStuck", "RunboardSkipBurst",
-        "RunboardIngestLag", "RunboardGatewayNotHeld", "RunboardActionsFailing",
-    ):  # fmt: skip
+        "RunboardGatewayDown",
+        "RunboardSessionStuck",
+        "RunboardSkipBurst",
+        "RunboardIngestLag",
+        "RunboardGatewayNotHeld",
+        "RunboardActionsFailing",
+    ):
         assert f"alert: {alert}\n" in text
         assert f"alertname: {alert}\n" in RULE_TESTS.read_text()  # and each has a unit test
 

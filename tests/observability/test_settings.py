@@ -19,8 +19,12 @@ def test_a_metrics_token_shorter_than_16_characters_stops_manage_py(tmp_path: Pa
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode != 0
     assert "RUNBOARD_METRICS_TOKEN: expected at least 16 characters" in result.stderr
