@@ -33,6 +33,7 @@ from django.utils import timezone
 from adminpanel.audit import chain as audit
 from adminpanel.bridges.command_client import BridgeCaller, call_bridge
 from adminpanel.models import AuditEntry, DispatchSkip, Session, Waiter
+from adminpanel.observability import counters
 from gateway_bridge import commands
 from gateway_bridge.errors import GatewayError
 
@@ -380,6 +381,7 @@ def _finish(
         duration_ms=ms,
         dry_run=a.dry_run,
     )
+    counters.count("actions", 1, action=a.action, result=result)
     log.info(
         "action_finished",
         action=a.action,

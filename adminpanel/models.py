@@ -464,5 +464,40 @@ class GatewayLease(models.Model):
         return f"{self.gateway_id} held by {self.holder}"
 
 
+class MetricCounter(models.Model):
+    """A durable number behind /metrics, shared by every web worker and bridge.
+
+    Counters (events ingested, skips, actions) only grow, so pruning the rows
+    they count never makes Prometheus see them go backwards; a few last-seen
+    values (the last batch's ingest lag) live here too. Written only by
+    ``adminpanel.observability.counters`` with one atomic upsert each.
+    """
+
+    name = models.CharField(max_length=64)
+    labels = models.CharField(max_length=500, default="{}")  # canonical JSON, sorted keys
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["name", "labels"], name="metric_counter_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.labels}={self.value}"
+
+
+class LiveViewer(models.Model):
+    """An open live-view WebSocket, so /metrics counts viewers across web workers.
+
+    Written only by ``adminpanel.observability.viewers``: a row on connect, gone on disconnect.
+    """
+
+    channel_name = models.CharField(max_length=200, unique=True)
+    connected_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.channel_name
+
+
 # Notification channels and deliveries live with their package (adminpanel/notify/).
 from adminpanel.notify.models import Delivery, NotificationChannel  # noqa: E402, F401

@@ -237,7 +237,8 @@ RUNBOARD_BACKOFF_MAX_S = env_float("RUNBOARD_BACKOFF_MAX_S", 30.0, minimum=0.1)
 RUNBOARD_REORDER_WINDOW = env_int("RUNBOARD_REORDER_WINDOW", 256, minimum=1)
 RUNBOARD_REORDER_WAIT_S = env_float("RUNBOARD_REORDER_WAIT_S", 2.0, minimum=0.0)
 # Several bridges share the gateways through leases of this length (adminpanel/bridges/leases.py):
-# a dead bridge's gateways are taken over within about one lease and a third.
+# a dead bridge's gateways are taken over within about one lease and a third, and /readyz
+# and /metrics call a bridge whose heartbeat is older than one lease gone.
 RUNBOARD_BRIDGE_LEASE_S = env_float("RUNBOARD_BRIDGE_LEASE_S", 6.0, minimum=1.0)
 RUNBOARD_DETECT_TICK_S = env_float("RUNBOARD_DETECT_TICK_S", 0.5, minimum=0.05)
 # How often the recovery policies look for due countdowns (adminpanel/recovery.py).
@@ -246,6 +247,12 @@ RUNBOARD_RECOVERY_TICK_S = env_float("RUNBOARD_RECOVERY_TICK_S", 1.0, minimum=0.
 # audit entries never do. `manage.py prune` deletes them this many rows per transaction.
 RUNBOARD_RETENTION_DAYS = env_int("RUNBOARD_RETENTION_DAYS", 30, minimum=1)
 RUNBOARD_PRUNE_BATCH = env_int("RUNBOARD_PRUNE_BATCH", 5000, minimum=1)
+
+# --- Observability (adminpanel/observability/) ---------------------------------
+# A Bearer token Prometheus may send to /metrics instead of a viewer's API token.
+RUNBOARD_METRICS_TOKEN = env_str("RUNBOARD_METRICS_TOKEN", "")
+if RUNBOARD_METRICS_TOKEN and len(RUNBOARD_METRICS_TOKEN) < 16:
+    raise SettingError("RUNBOARD_METRICS_TOKEN: expected at least 16 characters")
 
 # --- Flag thresholds (adminpanel.detect) -------------------------------------
 

@@ -19,6 +19,7 @@ from adminpanel.ingest.rows import GatewayRow
 from adminpanel.ingest.sequencer import HELD_CAP_FACTOR, Held, Sequencer
 from adminpanel.ingest.sql import Tables, aware
 from adminpanel.models import DispatchSkip, Gateway
+from adminpanel.observability.counters import record_batch
 from gateway_bridge.events import RegistryEvent, Snapshot
 
 # Every ingest log line carries the package's name, whichever module writes it.
@@ -111,6 +112,7 @@ class Ingestor:
         if not seq.ready:
             return seq
         changed = self._write_events(gw, seq, now)
+        record_batch(name, seq.ready, self.clock())
         result.applied += len(seq.ready)
         result.changed_sessions.update((name, key) for key in changed)
         gw.boot_id, gw.last_seq, gw.past_boots = seq.boot_id, seq.last_seq, seq.past_boots

@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE
+from adminpanel.observability import viewers
 from adminpanel.roles import VIEW
 
 log = structlog.get_logger(__name__)
@@ -37,9 +38,11 @@ class SessionsConsumer(AsyncWebsocketConsumer):
             return
         await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.accept()
+        await viewers.joined(self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(GROUP, self.channel_name)
+        await viewers.left(self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Viewers only listen; anything they send is ignored."""
