@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from adminpanel.models import (
+    ApiToken,
     AuditEntry,
     DispatchSkip,
     Flag,
@@ -22,6 +26,8 @@ from adminpanel.models import (
     TimelineEvent,
     Waiter,
 )
+
+log = structlog.get_logger(__name__)
 
 
 @admin.register(Gateway)
@@ -140,3 +146,36 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ("seq", "at", "kind", "actor", "action", "gateway", "session_key", "result")
     list_filter = ("kind", "action", "result", "actor_kind")
     search_fields = ("session_key", "actor", "reason")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """API tokens listed for admins, who revoke them here; made by ``create_api_token``.
+
+    Only the digest is stored and it is never shown: the prefix tells tokens apart.
+    """
+
+    list_display = ("prefix", "user", "name", "created_at", "last_used_at", "expires_at",
+                    "revoked_at")  # fmt: skip
+    list_filter = ("revoked_at", "expires_at")
+    search_fields = ("prefix", "name", "user__username")
+    list_select_related = ("user",)
+    fields = ("prefix", "user", "name", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = fields
+    actions = ("revoke",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a token is shown once, by the command that makes it
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoked rows stay, so a revoked token is refused as revoked
+
+    @admin.action(description="Revoke the selected API tokens", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        now = timezone.now()
+        live = list(queryset.filter(revoked_at__isnull=True).select_related("user"))
+        ApiToken.objects.filter(pk__in=[row.pk for row in live]).update(revoked_at=now)
+        for row in live:
+            log.info("api_token_revoked", user=row.user.username, prefix=row.prefix,
+                     by=request.user.get_username())  # fmt: skip
+        self.message_user(request, f"Revoked {len(live)} API token(s).")
