@@ -13,10 +13,9 @@ from typing import Any
 
 import dj_database_url
 import structlog
-
-from gateway_bridge.events import PHASES
 from django.utils.csp import CSP
 
+from gateway_bridge.events import PHASES
 from runboard.env import (
     SettingError,
     env_bool,

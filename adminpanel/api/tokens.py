@@ -3,10 +3,10 @@
 A token is ``rb_`` and 40 URL-safe characters, shown once when it is made;
 the store keeps its digest and its first characters (to tell tokens apart in
 lists and to revoke one), and optionally when it expires. A revoked token
-stays revoked: nothing here, the demo included, makes it valid again. A request authenticates with ``Authorization:
-Bearer <token>`` and nothing else: the API ignores session cookies, so it
-needs no CSRF token. The token's user then needs exactly the permissions the
-pages need (adminpanel/roles.py).
+stays revoked: nothing here, the demo included, makes it valid again. A
+request authenticates with ``Authorization: Bearer <token>`` and nothing
+else: the API ignores session cookies, so it needs no CSRF token. The token's
+user then needs exactly the permissions the pages need (adminpanel/roles.py).
 """
 
 from __future__ import annotations

@@ -114,9 +114,7 @@ def append(**fields: Any) -> AuditEntry:
         _lock_chain()
         head = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
         seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
-        entry = AuditEntry(
-            seq=seq, prev_hash=prev_hash, at=timezone.now(), scheme=KEYED, **fields
-        )
+        entry = AuditEntry(seq=seq, prev_hash=prev_hash, at=timezone.now(), scheme=KEYED, **fields)
         # JSON fields round-trip through the database: hash what will be read back.
         for name in ("state_before", "planned_calls", "state_after", "calls"):
             setattr(entry, name, json.loads(json.dumps(getattr(entry, name), default=str)))
@@ -156,9 +154,7 @@ def _in_order(chunk: int = 2000) -> Iterator[AuditEntry]:
         last = rows[-1].seq
 
 
-def verify(
-    expect_head: str | None = None, recorded: heads.Head | None = None
-) -> ChainReport:
+def verify(expect_head: str | None = None, recorded: heads.Head | None = None) -> ChainReport:
     """Walk the chain from the first record; report the first one altered or removed.
 
     Removing the newest records leaves a shorter chain that is still whole;

@@ -32,13 +32,14 @@ def test_querysets_refuse_bulk_updates_and_deletes() -> None:
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigger is PostgreSQL's")
-@pytest.mark.parametrize(
-    "sql", [f"UPDATE {TABLE} SET reason = 'changed'", f"DELETE FROM {TABLE}"]
-)
+@pytest.mark.parametrize("sql", [f"UPDATE {TABLE} SET reason = 'changed'", f"DELETE FROM {TABLE}"])
 def test_on_postgresql_a_trigger_refuses_update_and_delete_in_sql(sql: str) -> None:
     attempt()
-    with pytest.raises(DatabaseError, match="append-only"):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql)
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql)
     assert AuditEntry.objects.filter(reason="changed").count() == 0
     assert AuditEntry.objects.count() == 2

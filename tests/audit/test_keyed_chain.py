@@ -76,8 +76,7 @@ def rewrite(from_seq: int, reason: str, hasher: Hasher) -> None:
             fields["reason"] = reason
         scheme, new_hash = hasher({**fields, "scheme": None})
         tamper(
-            f"UPDATE {TABLE} SET reason = %s, prev_hash = %s, hash = %s, scheme = %s "
-            "WHERE id = %s",
+            f"UPDATE {TABLE} SET reason = %s, prev_hash = %s, hash = %s, scheme = %s WHERE id = %s",
             [fields["reason"], prev_hash, new_hash, scheme, entry.pk],
         )
         prev_hash = new_hash
