@@ -320,9 +320,10 @@ class AuditEntry(models.Model):
     outcome (result, state after, the calls' requests and answers in summary,
     duration), written after; ``intent`` links the outcome to it. A crash in
     between leaves the intent without an outcome. Rows are never updated or
-    deleted (the model and its querysets refuse it); ``hash`` chains each row to
-    the one before, so ``manage.py verify_audit`` finds the first altered or
-    missing one, whoever changed the table underneath.
+    deleted (the model and its querysets refuse it; on PostgreSQL a trigger
+    too); ``hash`` chains each row to the one before, keyed with the audit key,
+    so ``manage.py verify_audit`` finds the first altered or missing one,
+    whoever changed the table underneath.
     """
 
     objects = AppendOnlyQuerySet.as_manager()
@@ -363,6 +364,8 @@ class AuditEntry(models.Model):
     seq = models.PositiveBigIntegerField(unique=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # 1: plain SHA-256 (rows written before the chain was keyed); 2: HMAC with the audit key.
+    scheme = models.PositiveSmallIntegerField(default=1)
 
     class Meta:
         ordering = ["-id"]
@@ -422,6 +425,7 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)  # None: until revoked
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

@@ -90,6 +90,25 @@ def env_secret_key(name: str, file_name: str, *, debug: bool, development_key: s
     return value
 
 
+def env_optional_key(name: str, file_name: str, *, min_length: int = 32) -> str:
+    """A key from ``name`` or the file ``file_name`` names, or "" when neither is set."""
+    value = os.environ.get(name, "")
+    path = os.environ.get(file_name, "")
+    if value and path:
+        raise SettingError(f"{name} and {file_name} are both set: set one of them")
+    if path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise SettingError(f"{file_name}={path!r}: cannot read it ({exc.strerror})") from None
+        name = file_name
+    if value and (len(value) < min_length or len(set(value)) < 5):
+        raise SettingError(
+            f"{name}: too short or too simple; use {min_length} or more random characters"
+        )
+    return value
+
+
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":

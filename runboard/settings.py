@@ -13,6 +13,7 @@ from typing import Any
 
 import dj_database_url
 import structlog
+from django.utils.csp import CSP
 
 from gateway_bridge.events import PHASES
 from runboard.env import (
@@ -22,6 +23,7 @@ from runboard.env import (
     env_float,
     env_int,
     env_list,
+    env_optional_key,
     env_phase_seconds,
     env_port,
     env_secret_key,
@@ -59,6 +61,20 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (Django's own middleware): every script and style is a file
+# under static/, so no inline code runs even if some markup were injected.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],  # 'self' covers ws:/wss: to the same host since CSP 3
+    "font-src": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "base-uri": [CSP.NONE],
+    "object-src": [CSP.NONE],
+}
 
 INSTALLED_APPS = [
     "daphne",
@@ -77,6 +93,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "adminpanel.security.PermissionsPolicyMiddleware",
     # Serves static/ (htmx, CSS) from daphne itself: no separate web server in the demo.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -304,6 +322,19 @@ RUNBOARD_DEMO_PASSWORD = env_str("RUNBOARD_DEMO_PASSWORD", "runboard")
 RUNBOARD_DEMO_API_TOKEN = env_str("RUNBOARD_DEMO_API_TOKEN", "")
 RUNBOARD_DEMO_PORT = env_port("RUNBOARD_DEMO_PORT", 8000)
 RUNBOARD_SIM_BASE_PORT = env_int("RUNBOARD_SIM_BASE_PORT", 18789, minimum=1, maximum=65533)
+
+# --- Audit chain (adminpanel/audit/chain.py, docs/security.md) ----------------
+
+# HMAC key of the audit chain, kept outside the database. Unset: derived from SECRET_KEY.
+RUNBOARD_AUDIT_KEY = env_optional_key("RUNBOARD_AUDIT_KEY", "RUNBOARD_AUDIT_KEY_FILE")
+# The chain's head (last seq and hash) is logged, and appended to this file when set,
+# every RUNBOARD_AUDIT_HEAD_EVERY entries or when RUNBOARD_AUDIT_HEAD_INTERVAL_S passed.
+RUNBOARD_AUDIT_HEAD_FILE = env_str("RUNBOARD_AUDIT_HEAD_FILE", "")
+RUNBOARD_AUDIT_HEAD_EVERY = env_int("RUNBOARD_AUDIT_HEAD_EVERY", 10, minimum=1)
+RUNBOARD_AUDIT_HEAD_INTERVAL_S = env_float("RUNBOARD_AUDIT_HEAD_INTERVAL_S", 60.0, minimum=0.0)
+
+# A live socket re-checks that its login session still exists this often (closed if not).
+RUNBOARD_LIVE_SESSION_CHECK_S = env_float("RUNBOARD_LIVE_SESSION_CHECK_S", 10.0, minimum=0.05)
 
 # --- Logging (structlog, configured once) -------------------------------------
 

@@ -111,7 +111,7 @@ def cookie_of(role: str, users: dict[str, User]) -> bytes:
 
 @pytest.mark.parametrize("role", ROLES)
 async def test_the_live_socket_needs_the_viewer_role(role: str, users: dict[str, User]) -> None:
-    headers = [(b"origin", b"http://127.0.0.1")]
+    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
     if role != "anonymous":
         headers.append((b"cookie", await cookie_of(role, users)))
     communicator = WebsocketCommunicator(application, "/ws/sessions/", headers=headers)

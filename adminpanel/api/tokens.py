@@ -2,10 +2,11 @@
 
 A token is ``rb_`` and 40 URL-safe characters, shown once when it is made;
 the store keeps its digest and its first characters (to tell tokens apart in
-lists and to revoke one). A request authenticates with ``Authorization:
-Bearer <token>`` and nothing else: the API ignores session cookies, so it
-needs no CSRF token. The token's user then needs exactly the permissions the
-pages need (adminpanel/roles.py).
+lists and to revoke one), and optionally when it expires. A revoked token
+stays revoked: nothing here, the demo included, makes it valid again. A
+request authenticates with ``Authorization: Bearer <token>`` and nothing
+else: the API ignores session cookies, so it needs no CSRF token. The token's
+user then needs exactly the permissions the pages need (adminpanel/roles.py).
 """
 
 from __future__ import annotations
@@ -47,20 +48,30 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(user: User, name: str = "") -> tuple[ApiToken, str]:
+def create_token(
+    user: User, name: str = "", expires_in: timedelta | None = None
+) -> tuple[ApiToken, str]:
     """A new token for ``user``: (its row, the token itself — shown once, never stored)."""
     token = new_token()
+    expires_at = timezone.now() + expires_in if expires_in is not None else None
     row = ApiToken.objects.create(
-        user=user, name=name, digest=digest(token), prefix=token[:SHOWN_CHARS]
+        user=user,
+        name=name,
+        digest=digest(token),
+        prefix=token[:SHOWN_CHARS],
+        expires_at=expires_at,
     )
-    log.info("api_token_created", user=user.username, prefix=row.prefix, name=name)
+    log.info(
+        "api_token_created", user=user.username, prefix=row.prefix, name=name, expires_at=expires_at
+    )
     return row, token
 
 
 def give_token(user: User, token: str, name: str) -> ApiToken:
     """Make ``token`` (chosen outside, e.g. by the demo's environment) valid for ``user``.
 
-    Idempotent: the same token on every start is the same row, usable again.
+    Idempotent: the same token on every start is the same row. A revoked one stays
+    revoked (with a warning): revoking is how an admin ends a leaked demo token.
     """
     if len(token) < MIN_GIVEN_LENGTH:
         raise TokenError(f"an API token needs at least {MIN_GIVEN_LENGTH} characters")
@@ -73,9 +84,14 @@ def give_token(user: User, token: str, name: str) -> ApiToken:
         )
         log.info("api_token_given", user=user.username, prefix=row.prefix, name=name)
     elif row.revoked_at is not None:
-        ApiToken.objects.filter(pk=row.pk).update(revoked_at=None)
-        row.revoked_at = None
-        log.info("api_token_given", user=user.username, prefix=row.prefix, name=name)
+        log.warning(
+            "api_token_kept_revoked",
+            user=user.username,
+            prefix=row.prefix,
+            name=name,
+            revoked_at=row.revoked_at.isoformat(),
+            why="this configured token was revoked; set a new one to use the API",
+        )
     return row
 
 
@@ -120,6 +136,12 @@ def revoke(prefix: str, user: User | None = None) -> ApiToken:
     return row
 
 
+# Authorization schemes (IANA registry) a 401 may name; the header's value never appears.
+KNOWN_SCHEMES = frozenset(
+    {"basic", "bearer", "digest", "hoba", "mutual", "negotiate", "ntlm", "oauth", "token"}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Unauthenticated:
     """Why a request has no valid token (the API answers 401 with this)."""
@@ -136,9 +158,9 @@ def bearer_token(header: str) -> str | Unauthenticated:
         )
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return Unauthenticated(
-            f"The Authorization header must be 'Bearer <token>'; got the scheme {scheme[:20]!r}."
-        )
+        # Named only when it is a known scheme: anything else may be the token itself.
+        got = f"the scheme {scheme!r}" if scheme.lower() in KNOWN_SCHEMES else "something else"
+        return Unauthenticated(f"The Authorization header must be 'Bearer <token>'; got {got}.")
     return token.strip()
 
 
@@ -152,6 +174,12 @@ def authenticate(header: str) -> ApiToken | Unauthenticated:
         return Unauthenticated("Unknown API token.")
     if row.revoked_at is not None:
         return Unauthenticated(f"This API token ({row.prefix}…) was revoked.")
+    if row.expires_at is not None and row.expires_at <= timezone.now():
+        when = row.expires_at.isoformat(timespec="seconds")
+        return Unauthenticated(
+            f"This API token ({row.prefix}…) expired at {when}; make a new one "
+            "(python manage.py create_api_token USER)."
+        )
     if not row.user.is_active:
         return Unauthenticated(f"This API token's user {row.user.username!r} is inactive.")
     touch(row)

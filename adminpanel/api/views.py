@@ -22,6 +22,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django import forms
 from django.contrib.auth.models import User
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.urls import path, re_path
 from django.utils import timezone
@@ -83,6 +84,8 @@ def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
             request.user = found.user  # the token's user; a session cookie counts for nothing
             try:
                 return await view(request, *args, **kwargs)
+            except RequestDataTooBig:  # a body without Content-Length, past Django's limit
+                return error(413, f"The body is too large; at most {MAX_BODY_BYTES} bytes.")
             except Exception:
                 log.exception("api_request_failed", path=request.path, user=found.user.username)
                 return error(500, "Internal error; the server's log has the details.")
@@ -279,15 +282,26 @@ async def audit(request: HttpRequest) -> HttpResponse:
 class BadBody(ValueError):
     """The request body is not what an action takes; the message says what is wrong."""
 
+    status = 400
+
+
+class TooLarge(BadBody):
+    """The request body is larger than an action takes (413)."""
+
+    status = 413
+
 
 def action_body(request: HttpRequest) -> dict[str, str]:
     """``{gateway, session_key, reason, expect_run_id}`` from the JSON body, checked."""
     length = request.META.get("CONTENT_LENGTH") or "0"
     if length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise BadBody(f"The body is {length} bytes; at most {MAX_BODY_BYTES} are accepted.")
-    raw = request.body
+        raise TooLarge(f"The body is {length} bytes; at most {MAX_BODY_BYTES} are accepted.")
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise TooLarge(f"The body is too large; at most {MAX_BODY_BYTES} bytes.") from None
     if len(raw) > MAX_BODY_BYTES:
-        raise BadBody(f"The body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted.")
+        raise TooLarge(f"The body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted.")
     try:
         body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -359,7 +373,7 @@ async def act(request: HttpRequest, slug: str) -> HttpResponse:
         request_id = _header(request, "X-Request-ID", REQUEST_ID_MAX) or uuid.uuid4().hex
         retry_key = _header(request, "Idempotency-Key", IDEMPOTENCY_KEY_MAX)
     except BadBody as exc:
-        return error(400, str(exc))
+        return error(exc.status, str(exc))
     if not await _session_exists(body["gateway"], body["session_key"]):
         return error(
             404,

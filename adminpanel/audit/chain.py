@@ -3,26 +3,40 @@
 Every record is appended in one transaction that reads the chain's head and
 writes the next link, so two writers cannot fork the chain (SQLite: the
 IMMEDIATE transaction holds the write lock; PostgreSQL: an exclusive table
-lock). A record's hash is SHA-256 over its previous hash and a canonical JSON
-of every field, so editing any field, removing a record or reordering them
-breaks the chain at that record.
+lock). A record's hash covers its previous hash and a canonical JSON of every
+field, so editing any field, removing a record or reordering them breaks the
+chain at that record.
+
+The hash is an HMAC keyed with ``RUNBOARD_AUDIT_KEY`` (scheme 2), a key kept
+outside the database, so whoever can write the table cannot recompute the
+chain after rewriting it. Records written before the key existed keep their
+plain SHA-256 (scheme 1) and still verify; the first keyed record after them
+seals them, and no unkeyed record may follow a keyed one. The head is noted
+outside the database too (``adminpanel.audit.head``), so a cut tail shows.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from adminpanel.audit import head as heads
 from adminpanel.models import AuditEntry
 
 GENESIS = "0" * 64
+UNKEYED = 1  # plain SHA-256: records written before the chain was keyed
+KEYED = 2  # HMAC-SHA256 with the audit key
+# Salt of the key derived from SECRET_KEY when RUNBOARD_AUDIT_KEY is unset.
+DERIVED_KEY_SALT = b"runboard.audit.chain.v2"
 # Every field a record's hash covers, in this order.
 HASHED_FIELDS = (
     "seq",
@@ -51,6 +65,8 @@ HASHED_FIELDS = (
     "duration_ms",
     "prev_hash",
 )
+# A keyed record's hash also covers its scheme, so it cannot be relabelled unkeyed.
+KEYED_FIELDS = (*HASHED_FIELDS, "scheme")
 
 
 def _canonical(value: Any) -> Any:
@@ -59,14 +75,31 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def record_hash(fields: dict[str, Any]) -> str:
-    body = {name: _canonical(fields.get(name)) for name in HASHED_FIELDS}
+def audit_key() -> bytes:
+    """``RUNBOARD_AUDIT_KEY``, or one derived from SECRET_KEY with a salt of its own."""
+    if settings.RUNBOARD_AUDIT_KEY:
+        return str(settings.RUNBOARD_AUDIT_KEY).encode()
+    secret = str(settings.SECRET_KEY).encode()
+    return hmac.new(secret, DERIVED_KEY_SALT, hashlib.sha256).digest()
+
+
+def hash_input(fields: dict[str, Any], names: tuple[str, ...]) -> bytes:
+    body = {name: _canonical(fields.get(name)) for name in names}
     data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(f"{fields['prev_hash']}\n{data}".encode()).hexdigest()
+    return f"{fields['prev_hash']}\n{data}".encode()
+
+
+def record_hash(fields: dict[str, Any], key: bytes | None = None) -> str:
+    """The hash of a record with ``fields`` (their ``scheme`` picks keyed or not)."""
+    if fields.get("scheme", UNKEYED) == UNKEYED:
+        return hashlib.sha256(hash_input(fields, HASHED_FIELDS)).hexdigest()
+    mac = hmac.new(key if key is not None else audit_key(), digestmod=hashlib.sha256)
+    mac.update(hash_input(fields, KEYED_FIELDS))
+    return mac.hexdigest()
 
 
 def _entry_fields(entry: AuditEntry) -> dict[str, Any]:
-    return {name: getattr(entry, name) for name in HASHED_FIELDS}
+    return {name: getattr(entry, name) for name in KEYED_FIELDS}
 
 
 def _lock_chain() -> None:
@@ -81,12 +114,13 @@ def append(**fields: Any) -> AuditEntry:
         _lock_chain()
         head = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
         seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
-        entry = AuditEntry(seq=seq, prev_hash=prev_hash, at=timezone.now(), **fields)
+        entry = AuditEntry(seq=seq, prev_hash=prev_hash, at=timezone.now(), scheme=KEYED, **fields)
         # JSON fields round-trip through the database: hash what will be read back.
         for name in ("state_before", "planned_calls", "state_after", "calls"):
             setattr(entry, name, json.loads(json.dumps(getattr(entry, name), default=str)))
         entry.hash = record_hash(_entry_fields(entry))
         entry.save(force_insert=True)
+        transaction.on_commit(lambda: heads.appended(entry.seq, entry.hash))
     return entry
 
 
@@ -103,6 +137,7 @@ class ChainReport:
     head_seq: int
     head_hash: str
     problem: ChainProblem | None
+    unkeyed: int = 0  # entries (the first ones) written before the chain was keyed
 
     @property
     def ok(self) -> bool:
@@ -119,15 +154,19 @@ def _in_order(chunk: int = 2000) -> Iterator[AuditEntry]:
         last = rows[-1].seq
 
 
-def verify(expect_head: str | None = None) -> ChainReport:
+def verify(expect_head: str | None = None, recorded: heads.Head | None = None) -> ChainReport:
     """Walk the chain from the first record; report the first one altered or removed.
 
     Removing the newest records leaves a shorter chain that is still whole;
-    ``expect_head`` (a head hash noted earlier) catches that too.
+    ``expect_head`` (a head hash noted earlier) or ``recorded`` (a head record,
+    ``adminpanel.audit.head``) catches that too.
     """
     expected_seq, expected_prev = 1, GENESIS
     checked = 0
     hashes: set[str] = set()
+    key = audit_key()
+    keyed_seen = False
+    unkeyed = 0
     for entry in _in_order():
         checked += 1
         if entry.seq != expected_seq:
@@ -140,15 +179,44 @@ def verify(expect_head: str | None = None) -> ChainReport:
                 checked, entry, "its link to the entry before does not match: that one was "
                 "altered or removed",
             )  # fmt: skip
-        if record_hash(_entry_fields(entry)) != entry.hash:
-            return _report(checked, entry, "its content was altered after it was written")
+        if entry.scheme not in (UNKEYED, KEYED):
+            return _report(checked, entry, f"its hash scheme {entry.scheme} is unknown")
+        if entry.scheme == UNKEYED and keyed_seen:
+            return _report(
+                checked, entry, "it was rewritten with an unkeyed hash after keyed entries"
+            )
+        keyed_seen = keyed_seen or entry.scheme == KEYED
+        unkeyed += entry.scheme == UNKEYED
+        if not hmac.compare_digest(record_hash(_entry_fields(entry), key), entry.hash):
+            return _report(checked, entry, ALTERED)
+        if recorded is not None and entry.seq == recorded.seq and entry.hash != recorded.hash:
+            return _report(
+                checked, entry, f"it differs from the head recorded at {recorded.at}: rewritten"
+            )
         hashes.add(entry.hash)
         expected_seq, expected_prev = entry.seq + 1, entry.hash
     head_seq = expected_seq - 1
     if expect_head and expect_head not in hashes:  # in it but older: the chain grew since
         what = f"the noted head {expect_head[:16]}… is not in the chain: newer entries were removed"
-        return ChainReport(checked, head_seq, expected_prev, ChainProblem(head_seq + 1, None, what))
-    return ChainReport(checked, head_seq, expected_prev, None)
+        return ChainReport(
+            checked, head_seq, expected_prev, ChainProblem(head_seq + 1, None, what), unkeyed
+        )
+    if recorded is not None and recorded.seq > head_seq:
+        span = f"#{head_seq + 1}" + (f"-#{recorded.seq}" if recorded.seq > head_seq + 1 else "")
+        what = (
+            f"entry {span} was removed: the head recorded at {recorded.at} "
+            f"is #{recorded.seq} {recorded.hash[:16]}…"
+        )
+        return ChainReport(
+            checked, head_seq, expected_prev, ChainProblem(head_seq + 1, None, what), unkeyed
+        )
+    return ChainReport(checked, head_seq, expected_prev, None, unkeyed)
+
+
+ALTERED = (
+    "its content was altered after it was written "
+    "(or RUNBOARD_AUDIT_KEY is not the key it was written with)"
+)
 
 
 def _report(checked: int, entry: AuditEntry, what: str) -> ChainReport:

@@ -1,16 +1,24 @@
 """WebSocket consumers: viewers join a group and receive the server-rendered rows.
 
 A consumer never queries the database per message: the ``Broadcaster``
-renders each change once and every consumer forwards the same HTML.
+renders each change once and every consumer forwards the same HTML. Every
+``RUNBOARD_LIVE_SESSION_CHECK_S`` it looks its login session up once (one
+primary-key read), so a socket whose user logged out, or whose session
+expired, closes with ``CLOSE_LOGGED_OUT`` instead of receiving on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from importlib import import_module
 from typing import Any
 
 import structlog
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 
 from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE
 from adminpanel.observability import viewers
@@ -21,6 +29,18 @@ log = structlog.get_logger(__name__)
 # 4000-4999 are free for applications; 4401 mirrors HTTP 401.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+# The login session ended while the socket was open (logged out or expired): live.js
+# then says so with a link to log in again. The same code as refusing an anonymous socket.
+CLOSE_LOGGED_OUT = CLOSE_UNAUTHENTICATED
+
+
+def session_still_valid(session_key: str | None, user_pk: Any) -> bool:
+    """Whether the login session ``session_key`` still exists, unexpired, for this user."""
+    if not session_key:
+        return False
+    engine = import_module(settings.SESSION_ENGINE)
+    data = engine.SessionStore(session_key).load()  # {} when deleted or expired
+    return bool(data.get(SESSION_KEY) == str(user_pk))
 
 
 class SessionsConsumer(AsyncWebsocketConsumer):
@@ -36,13 +56,37 @@ class SessionsConsumer(AsyncWebsocketConsumer):
             log.info("live_viewer_refused", reason="no_permission", user=user.get_username())
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        session = self.scope.get("session")
+        self.session_key: str | None = getattr(session, "session_key", None)
         await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.accept()
+        self.watch = asyncio.create_task(self.watch_session(user))
         await viewers.joined(self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        watch: asyncio.Task[None] | None = getattr(self, "watch", None)
+        if watch is not None and watch is not asyncio.current_task():
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         await self.channel_layer.group_discard(GROUP, self.channel_name)
         await viewers.left(self.channel_name)
+
+    async def watch_session(self, user: Any) -> None:
+        """Close the socket once its login session is gone (checked every few seconds)."""
+        check = database_sync_to_async(session_still_valid)
+        while True:
+            await asyncio.sleep(settings.RUNBOARD_LIVE_SESSION_CHECK_S)
+            try:
+                valid = await check(self.session_key, user.pk)
+            except Exception:  # the database is busy or down: keep the socket, try again
+                log.warning("live_session_check_failed", user=user.get_username(), exc_info=True)
+                continue
+            if not valid:
+                log.info("live_viewer_logged_out", user=user.get_username())
+                await self.channel_layer.group_discard(GROUP, self.channel_name)
+                await self.close(code=CLOSE_LOGGED_OUT)
+                return
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Viewers only listen; anything they send is ignored."""

@@ -185,8 +185,21 @@
     document.documentElement.classList.toggle("not-live", !live);
   }
 
+  // The login session ended (logged out here or elsewhere, or expired): say so,
+  // with a link back to this page through the login form.
+  function loggedOut() {
+    setLive(false, "You were logged out \u2014 ");
+    var banner = document.getElementById("live-status");
+    if (!banner) return;
+    var link = document.createElement("a");
+    link.href = "/login/?next=" + encodeURIComponent(window.location.pathname + window.location.search);
+    link.textContent = "log in again";
+    link.id = "live-login";
+    banner.appendChild(link);
+  }
+
   // htmx's ws extension retries only after abnormal closes; a server that shut
-  // down cleanly (1001) is worth retrying too. 4401: the login expired;
+  // down cleanly (1001) is worth retrying too. 4401: not logged in (any more);
   // 4403: the user has no role that may watch (roles.py).
   var retryCodes = [1006, 1011, 1012, 1013];
   var ownRetries = 0;
@@ -195,7 +208,7 @@
     var code = event.detail.event.code;
     isOpen = false;
     if (code === 4401) {
-      setLive(false, "Not live \u2014 log in again to receive updates");
+      loggedOut();
       return;
     }
     if (code === 4403) {

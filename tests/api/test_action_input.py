@@ -58,9 +58,9 @@ def test_a_bad_body_is_a_400_saying_what_is_wrong(operator: str, body: Any, says
     assert says in refused(operator, body)
 
 
-def test_a_body_over_64_kib_is_refused_unread(operator: str) -> None:
+def test_a_body_over_64_kib_is_a_413_refused_unread(operator: str) -> None:
     huge = {**GOOD, "reason": "x" * MAX_BODY_BYTES}
-    assert f"at most {MAX_BODY_BYTES}" in refused(operator, huge)
+    assert f"at most {MAX_BODY_BYTES}" in refused(operator, huge, 413)
 
 
 def test_an_unknown_session_is_a_404_naming_it(operator: str) -> None:

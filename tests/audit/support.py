@@ -11,6 +11,7 @@ from html import unescape
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from adminpanel.audit import chain as audit
 from adminpanel.models import AuditEntry, Gateway, Session
@@ -107,3 +108,24 @@ def attempt_ids(html: str) -> list[int]:
 def next_link(html: str) -> str | None:
     found = re.search(r'<a rel="next" href="([^"]+)"', html)
     return unescape(found.group(1)) if found else None
+
+
+APPEND_ONLY_TRIGGER = "runboard_audit_append_only"
+
+
+def tamper(sql: str, params: list[Any]) -> None:
+    """Run ``sql`` on the audit table as an attacker owning it would: on PostgreSQL the
+    append-only trigger is switched off around it (the owner may), as a cover-up would."""
+    table = AuditEntry._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # The test's own inserts have deferred foreign-key checks pending: run them now,
+            # since a table with pending trigger events cannot be altered.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {APPEND_ONLY_TRIGGER}")
+        try:
+            cursor.execute(sql, params)
+        finally:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {APPEND_ONLY_TRIGGER}")
+                cursor.execute("SET CONSTRAINTS ALL DEFERRED")

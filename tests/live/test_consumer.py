@@ -20,6 +20,7 @@ from tests.users import make_user
 
 PATH = "/ws/sessions/"
 ORIGIN = (b"origin", b"http://127.0.0.1")
+HOST = (b"host", b"127.0.0.1")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,7 +36,7 @@ def session_cookie() -> bytes:
 
 @pytest.fixture
 async def viewer() -> AsyncIterator[WebsocketCommunicator]:
-    headers = [ORIGIN, (b"cookie", await session_cookie())]
+    headers = [ORIGIN, HOST, (b"cookie", await session_cookie())]
     communicator = WebsocketCommunicator(application, PATH, headers=headers)
     connected, _ = await communicator.connect(timeout=10)
     assert connected
@@ -55,7 +56,7 @@ async def test_a_logged_in_viewer_joins_and_receives_the_broadcast_html(
 
 
 async def test_every_viewer_receives_the_same_message(viewer: WebsocketCommunicator) -> None:
-    headers = [ORIGIN, (b"cookie", dict(viewer.scope["headers"])[b"cookie"])]
+    headers = [ORIGIN, HOST, (b"cookie", dict(viewer.scope["headers"])[b"cookie"])]
     second = WebsocketCommunicator(application, PATH, headers=headers)
     connected, _ = await second.connect(timeout=10)
     try:
@@ -82,7 +83,7 @@ async def test_what_a_viewer_sends_is_ignored(viewer: WebsocketCommunicator) -> 
 
 
 async def test_an_anonymous_viewer_is_refused_with_4401() -> None:
-    communicator = WebsocketCommunicator(application, PATH, headers=[ORIGIN])
+    communicator = WebsocketCommunicator(application, PATH, headers=[ORIGIN, HOST])
     try:
         connected, code = await communicator.connect(timeout=10)
         assert not connected
@@ -92,7 +93,7 @@ async def test_an_anonymous_viewer_is_refused_with_4401() -> None:
 
 
 async def test_a_foreign_origin_is_refused() -> None:
-    headers = [(b"origin", b"http://evil.example"), (b"cookie", await session_cookie())]
+    headers = [(b"origin", b"http://evil.example"), HOST, (b"cookie", await session_cookie())]
     communicator = WebsocketCommunicator(application, PATH, headers=headers)
     try:
         connected, _ = await communicator.connect(timeout=10)

@@ -20,8 +20,8 @@ from adminpanel.observability import counters
 from adminpanel.observability.viewers import viewer_count
 from gateway_bridge.events import DispatchSkipped, FollowupDrainFailed, LockAcquired
 from runboard.asgi import application
+from tests.ingest.streams import KEY, OTHER, T0, GatewayScript
 from tests.observability.support import gateway, samples, scrape_text, session, value
-from tests.store.streams import KEY, OTHER, T0, GatewayScript
 from tests.users import make_user
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -19,6 +20,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("user", nargs="?", help="the token's user (username)")
         parser.add_argument("--name", default="", help="what the token is for, to tell it apart")
+        parser.add_argument(
+            "--expires-in-days",
+            type=int,
+            metavar="N",
+            help="the token stops working N days from now (default: until revoked)",
+        )
         parser.add_argument(
             "--revoke",
             metavar="PREFIX",
@@ -40,9 +47,14 @@ class Command(BaseCommand):
             raise CommandError(f"user {user.username!r} is inactive: its token would not work")
         if len(options["name"]) > 64:
             raise CommandError("--name is at most 64 characters")
-        row, token = api_auth.create_token(user, options["name"])
+        days = options["expires_in_days"]
+        if days is not None and not 1 <= days <= 3650:
+            raise CommandError("--expires-in-days is a whole number of days from 1 to 3650")
+        expires_in = timedelta(days=days) if days is not None else None
+        row, token = api_auth.create_token(user, options["name"], expires_in)
+        until = f", valid until {row.expires_at:%Y-%m-%d %H:%M} UTC" if row.expires_at else ""
         self.stderr.write(
-            f"API token {row.prefix}… for {user.username}; shown only now, "
+            f"API token {row.prefix}… for {user.username}{until}; shown only now, "
             "send it as 'Authorization: Bearer <token>':"
         )
         self.stdout.write(token)
