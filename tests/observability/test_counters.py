@@ -124,7 +124,11 @@ def viewer_cookie() -> bytes:
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_live_viewer_counts_while_connected_and_not_after() -> None:
-    headers: Any = [(b"origin", b"http://127.0.0.1"), (b"cookie", await viewer_cookie())]
+    headers: Any = [
+        (b"origin", b"http://127.0.0.1"),
+        (b"host", b"127.0.0.1"),
+        (b"cookie", await viewer_cookie()),
+    ]
     first = WebsocketCommunicator(application, "/ws/sessions/", headers=headers)
     second = WebsocketCommunicator(application, "/ws/sessions/", headers=headers)
     assert (await first.connect(timeout=10))[0]
