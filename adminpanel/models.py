@@ -49,6 +49,10 @@ class Gateway(models.Model):
     last_error = models.TextField(blank=True)
     reconnects = models.PositiveIntegerField(default=0)
     connected_since = models.DateTimeField(null=True, blank=True)
+    # Frames from this gateway the store could not hold (gateway_bridge.bounds), written by ingest.
+    rejected_frames = models.PositiveBigIntegerField(default=0)
+    last_rejected_at = models.DateTimeField(null=True, blank=True)
+    last_rejected_reason = models.TextField(blank=True)
 
     # Ingest's cursor: the last applied (boot_id, seq). Only ingest moves it.
     boot_id = models.CharField(max_length=128, blank=True)

@@ -260,8 +260,27 @@ class Snapshot(RegistryEvent):
     session_statuses: dict[str, str] = field(default_factory=dict)
     version: str = ""
     profile: str = ""
+    # Entries left out because a value was unusable (gateway_bridge.bounds), and the
+    # session keys they named: the store leaves those sessions as they were.
+    rejected: tuple[str, ...] = ()
+    unread_keys: frozenset[str] = frozenset()
 
     kind = "snapshot"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameRejected(RegistryEvent):
+    """A registry frame with a value the store cannot hold: kept as a note, not applied.
+
+    When its ``boot_id`` and ``seq`` were readable it takes its place in the
+    sequence (the events after it need not wait for a snapshot); otherwise
+    ``boot_id`` is empty and ingest only counts it.
+    """
+
+    reason: str = ""
+    frame_kind: str = ""
+
+    kind = "frame_rejected"
 
 
 EVENT_TYPES: tuple[type[RegistryEvent], ...] = (
@@ -278,5 +297,6 @@ EVENT_TYPES: tuple[type[RegistryEvent], ...] = (
     GatewayStarted,
     GatewayStopping,
     Snapshot,
+    FrameRejected,
 )
 EVENTS_BY_KIND: dict[str, type[RegistryEvent]] = {t.kind: t for t in EVENT_TYPES}

@@ -20,7 +20,7 @@ from gateway_bridge.client import GatewayClient, Hello
 from gateway_bridge.errors import GatewayRejected, ProtocolViolation
 from gateway_bridge.events import RegistryEvent, Snapshot
 from gateway_bridge.feed import WAKE, EventQueue, Link, Marker, ends
-from gateway_bridge.registry_decode import DecodeError, decode_registry_event, decode_snapshot_entry
+from gateway_bridge.registry_decode import DecodeError, decode_or_reject, decode_snapshot_entry
 from gateway_bridge.registry_decode import decode_snapshot as decode_snapshot_payload
 from gateway_bridge.results import ForceClearResult, RequeueResult
 
@@ -123,7 +123,7 @@ class PluginMode:
 
     def decode(self, received_at: float, payload: Any) -> RegistryEvent | None:
         try:
-            event = decode_registry_event(self.gateway, payload, received_at)
+            event = decode_or_reject(self.gateway, payload, received_at)  # bad: FrameRejected
         except DecodeError as exc:
             log.warning("frame_rejected", gateway=self.gateway, reason=str(exc))
             return None

@@ -1,9 +1,13 @@
 """Wire payloads of docs/protocol.md §2 -> ``gateway_bridge.events`` dataclasses.
 
 Pure functions, no I/O. Validation is strict: a payload that does not follow
-the protocol raises ``DecodeError`` naming the field, and the bridge logs it
-and goes on (the store's sequence check turns a dropped change into a
-snapshot). Milliseconds on the wire become seconds here.
+the protocol raises ``DecodeError`` naming the field. Values that follow it
+but no store column can hold are bounded by ``gateway_bridge.bounds``
+(clamped, cut or refused). ``decode_or_reject`` never raises: a bad event
+becomes a ``FrameRejected`` that keeps its place in the sequence when its
+``bootId`` and ``seq`` were readable, so the events after it land at once; a
+snapshot leaves a bad entry out (``Snapshot.rejected``) instead of failing
+whole. Milliseconds on the wire become seconds here.
 
 Two deliberate leniencies, both for newer gateway builds: ``phase`` and
 ``turnKind`` accept any short identifier (OpenClaw adds phases such as
@@ -17,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
+from gateway_bridge import bounds
 from gateway_bridge import events as ev
 
 MAX_KEY_CHARS = 512
@@ -307,7 +312,42 @@ def decode_registry_event(gateway: str, payload: object, received_at: float) -> 
         raise DecodeError(f"registry event kind {kind[:MAX_NAME_CHARS]!r} is unknown")
     event_type, read_fields = _KINDS[kind]
     f = _Fields(payload, f"registry event {kind!r}")
-    return event_type(**_common(gateway, f, received_at), **read_fields(f))
+    event = event_type(**_common(gateway, f, received_at), **read_fields(f))
+    try:
+        return bounds.bounded(event)
+    except bounds.OutOfBounds as exc:
+        raise DecodeError(f"registry event {kind!r} {exc}") from None
+
+
+def decode_or_reject(gateway: str, payload: object, received_at: float) -> ev.RegistryEvent:
+    """Like ``decode_registry_event``, but a bad payload becomes a ``FrameRejected``."""
+    try:
+        return decode_registry_event(gateway, payload, received_at)
+    except DecodeError as exc:
+        return rejected_frame(gateway, payload, received_at, str(exc))
+
+
+def rejected_frame(
+    gateway: str, payload: object, received_at: float, reason: str
+) -> ev.FrameRejected:
+    """The note a bad frame leaves: in sequence when its bootId and seq are usable."""
+    data = payload if isinstance(payload, dict) else {}
+    boot_id, seq, kind = data.get("bootId"), data.get("seq"), data.get("kind")
+    placed = (
+        isinstance(boot_id, str)
+        and 0 < len(boot_id) <= bounds.ID_LIMITS["boot_id"]
+        and _is_int(seq)
+        and 0 < seq <= bounds.MAX_INT
+    )
+    return ev.FrameRejected(
+        gateway=gateway,
+        boot_id=boot_id if placed else "",  # type: ignore[arg-type]
+        seq=seq if placed else 0,  # type: ignore[arg-type]
+        at=received_at,
+        received_at=received_at,
+        reason=reason[:MAX_NOTE_CHARS],
+        frame_kind=kind[:MAX_NAME_CHARS] if isinstance(kind, str) else "",
+    )
 
 
 # --- snapshots ----------------------------------------------------------------
@@ -316,17 +356,29 @@ def decode_registry_event(gateway: str, payload: object, received_at: float) -> 
 def decode_snapshot(gateway: str, payload: object, received_at: float) -> ev.Snapshot:
     """A ``runboard.registry.snapshot`` payload -> ``events.Snapshot``."""
     f = _Fields(payload, "snapshot")
-    entries = tuple(
-        decode_snapshot_entry(raw, f"snapshot entries[{i}]")
-        for i, raw in enumerate(f.array("entries", MAX_SNAPSHOT_ENTRIES))
-    )
-    return ev.Snapshot(
+    entries, rejected, unread = [], [], set()
+    for i, raw in enumerate(f.array("entries", MAX_SNAPSHOT_ENTRIES)):
+        try:
+            entries.append(decode_snapshot_entry(raw, f"snapshot entries[{i}]"))
+        except DecodeError as exc:
+            rejected.append(str(exc))
+            key = raw.get("sessionKey") if isinstance(raw, dict) else None
+            if isinstance(key, str) and key:
+                unread.add(key)
+    statuses = _session_statuses(f.data.get("sessions"), rejected)
+    snapshot = ev.Snapshot(
         **_common(gateway, f, received_at),
-        entries=entries,
-        session_statuses=_session_statuses(f.data.get("sessions")),
+        entries=tuple(entries),
+        session_statuses=statuses,
         version=f.text("version", MAX_NOTE_CHARS),
         profile=f.optional_text("profile", MAX_NOTE_CHARS),
+        rejected=tuple(rejected),
+        unread_keys=frozenset(unread),
     )
+    try:
+        return bounds.bounded(snapshot)  # type: ignore[return-value]
+    except bounds.OutOfBounds as exc:
+        raise DecodeError(f"snapshot {exc}") from None
 
 
 def decode_snapshot_entry(raw: object, where: str = "entry") -> ev.SnapshotEntry:
@@ -372,17 +424,19 @@ def _snapshot_waiter(raw: object, where: str) -> ev.SnapshotWaiter:
     )
 
 
-def _session_statuses(raw: object) -> dict[str, str]:
+def _session_statuses(raw: object, rejected: list[str]) -> dict[str, str]:
+    """Each known session's status; a bad one is left out with its reason in ``rejected``."""
     if not isinstance(raw, dict):
         raise DecodeError("snapshot needs object field 'sessions'")
     statuses: dict[str, str] = {}
     for key, status in raw.items():
         if not key or len(key) > MAX_KEY_CHARS:
-            raise DecodeError(f"snapshot field 'sessions' has a key longer than {MAX_KEY_CHARS}")
-        if status not in ev.SESSION_STATUSES:
-            raise DecodeError(
+            rejected.append(f"snapshot field 'sessions' has a key longer than {MAX_KEY_CHARS}")
+        elif status not in ev.SESSION_STATUSES:
+            rejected.append(
                 f"snapshot field 'sessions' gives {key[:80]!r} status {str(status)[:40]!r}, "
                 f"not one of {', '.join(ev.SESSION_STATUSES)}"
             )
-        statuses[key] = status
+        else:
+            statuses[key] = status
     return statuses

@@ -14,6 +14,7 @@ from gateway_bridge.events import (
     TERMINAL_PHASES,
     DispatchSkipped,
     FollowupDrainFailed,
+    FrameRejected,
     GatewayStarted,
     GatewayStopping,
     LockAcquired,
@@ -51,7 +52,7 @@ def event_data(event: RegistryEvent) -> dict[str, Any]:
 
 
 def snapshot_data(snapshot: Snapshot) -> dict[str, Any]:
-    return {
+    data = {
         "entries": [
             {"session_key": e.session_key, "run_id": e.run_id, "phase": e.phase, "result": e.result}
             for e in snapshot.entries
@@ -60,6 +61,9 @@ def snapshot_data(snapshot: Snapshot) -> dict[str, Any]:
         "version": snapshot.version,
         "profile": snapshot.profile,
     }
+    if snapshot.rejected:
+        data["rejected"] = list(snapshot.rejected[:20])
+    return data
 
 
 class Applier:
@@ -84,6 +88,7 @@ class Applier:
             GatewayStarted: self.gateway_started,
             GatewayStopping: self.gateway_stopping,
             Snapshot: self.snapshot,
+            FrameRejected: self.frame_rejected,
         }
 
     def apply(self, event: RegistryEvent) -> None:
@@ -264,6 +269,10 @@ class Applier:
     def gateway_stopping(self, ev: GatewayStopping) -> None:
         return None
 
+    def frame_rejected(self, ev: FrameRejected) -> None:
+        """Only its timeline row: the gateway's rejected-frame count is the ingestor's."""
+        return None
+
     def close_boot(self, old_boot: str, new_boot: str, at: float) -> None:
         """The gateway restarted: nothing the old process held survives it."""
         for run in list(self.b.runs.values()):
@@ -308,8 +317,8 @@ class Applier:
         """Make the store equal the registry at ``ev.seq``."""
         live = {e.session_key: e for e in ev.entries}
         for s in list(self.b.by_pk.values()):
-            if s.gateway_id != self.gw.pk:
-                continue
+            if s.gateway_id != self.gw.pk or s.session_key in ev.unread_keys:
+                continue  # an entry we could not read: the session stays as it was
             entry = live.get(s.session_key)
             if entry is None:
                 self._reconcile_absent(s, ev)

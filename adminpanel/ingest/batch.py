@@ -70,7 +70,7 @@ class Batch:
             # Few per batch once a gateway is known, so the ORM's defaults are worth it here.
             Session.objects.bulk_create(
                 [
-                    Session(gateway_id=gw.pk, session_key=k, agent=a, channel=c)
+                    Session(gateway_id=gw.pk, session_key=k, agent=a[:64], channel=c[:64])
                     for k in missing
                     for a, c in [parse_session_key(k)]
                 ],

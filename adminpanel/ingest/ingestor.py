@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 import structlog
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 from adminpanel import detect
 from adminpanel.ingest.applier import Applier
 from adminpanel.ingest.batch import Batch
+from adminpanel.ingest import rejects
 from adminpanel.ingest.flags import FlagWriter
 from adminpanel.ingest.rows import GatewayRow
 from adminpanel.ingest.sequencer import HELD_CAP_FACTOR, Held, Sequencer
@@ -24,6 +25,10 @@ from gateway_bridge.events import RegistryEvent, Snapshot
 
 # Every ingest log line carries the package's name, whichever module writes it.
 log = structlog.get_logger("adminpanel.ingest")
+
+
+# At most one snapshot per gateway this often to repair what a rejected frame changed.
+REJECTION_RESYNC_S = 60.0
 
 
 class LeaseLost(Exception):
@@ -64,6 +69,7 @@ class Ingestor:
         self.fence = fence
         self._held: dict[str, dict[tuple[str, int], Held]] = {}
         self._tables: Tables | None = None
+        self._resynced_at: dict[str, float] = {}
 
     @property
     def tables(self) -> Tables:
@@ -77,18 +83,24 @@ class Ingestor:
         """Apply a batch in one transaction. See the package docstring for the semantics."""
         now = self.clock()
         result = IngestResult()
+        placed, loose = rejects.unplaced(rejects.screen(events))
+        rejections = rejects.Rejections()
+        for ev in loose:
+            rejections.note(ev)
         by_gateway: dict[str, list[RegistryEvent]] = defaultdict(list)
-        for ev in events:
+        for ev in placed:
             by_gateway[ev.gateway].append(ev)
         names = set(by_gateway) | {g for g, held in self._held.items() if held}
         new_held: dict[str, dict[tuple[str, int], Held]] = {}
         with transaction.atomic():
             for name in sorted(names):
-                seq = self._apply_gateway(name, by_gateway.get(name, []), now, result)
+                seq = self._apply_gateway(name, by_gateway.get(name, []), now, result, rejections)
                 new_held[name] = seq.held
                 result.needs_snapshot |= seq.needs_snapshot(
                     now, self.reorder_window, self.reorder_wait_s
                 )
+            if rejections:
+                rejects.record(rejections)
         # Only after commit: a rolled-back batch leaves the buffers as they were.
         self._held.update(new_held)
         result.held = sum(len(h) for h in self._held.values())
@@ -97,7 +109,12 @@ class Ingestor:
         return result
 
     def _apply_gateway(
-        self, name: str, events: list[RegistryEvent], now: float, result: IngestResult
+        self,
+        name: str,
+        events: list[RegistryEvent],
+        now: float,
+        result: IngestResult,
+        rejections: rejects.Rejections,
     ) -> Sequencer:
         gw = self._load_gateway(name)
         if self.fence is not None and not self.fence(gw.pk):
@@ -111,7 +128,12 @@ class Ingestor:
         result.duplicates += seq.duplicates
         if not seq.ready:
             return seq
-        changed = self._write_events(gw, seq, now)
+        changed = self._write_guarded(gw, seq.ready, now)
+        for ev in seq.ready:
+            rejections.note(ev)
+        if name in rejections.by_gateway and self._resync_allowed(name, now):
+            # A rejected change may have moved a lock: a snapshot puts the store right.
+            result.needs_snapshot = True
         record_batch(name, seq.ready, self.clock())
         result.applied += len(seq.ready)
         result.changed_sessions.update((name, key) for key in changed)
@@ -130,13 +152,52 @@ class Ingestor:
         pk, name, boot_id, last_seq, past, version, profile = found[0]
         return GatewayRow(pk, name, boot_id, last_seq, list(past or []), version, profile)
 
-    def _write_events(self, gw: GatewayRow, seq: Sequencer, now: float) -> set[str]:
+    def _write_guarded(self, gw: GatewayRow, ready: list[RegistryEvent], now: float) -> set[str]:
+        """Write the events at once; if that fails on their data, one by one.
+
+        A database that is down or busy is not the data's fault: that error goes
+        up (the bridge holds the batch and retries). Any other failure rolls back
+        to a savepoint and each event is written in its own, so one the store
+        refuses becomes a ``FrameRejected`` in its place and the rest land.
+        """
+        boot_id, version, profile = gw.boot_id, gw.version, gw.profile
+        try:
+            with transaction.atomic():
+                return self._write_events(gw, ready, now)
+        except (OperationalError, InterfaceError, LeaseLost):
+            raise
+        except Exception as exc:
+            log.warning("batch_write_failed", gateway=gw.name, events=len(ready),
+                        error=_first_line(exc))  # fmt: skip
+        gw.boot_id, gw.version, gw.profile = boot_id, version, profile
+        changed: set[str] = set()
+        for i, ev in enumerate(ready):
+            try:
+                with transaction.atomic():
+                    changed |= self._write_events(gw, [ev], now)
+            except (OperationalError, InterfaceError):
+                raise
+            except Exception as exc:
+                ready[i] = rejects.as_rejected(ev, f"{ev.kind} not stored: {_first_line(exc)}")
+                if ready[i].boot_id:  # its note on the timeline, in its place
+                    with transaction.atomic():
+                        self._write_events(gw, [ready[i]], now)
+            gw.boot_id = ready[i].boot_id or gw.boot_id
+        return changed
+
+    def _resync_allowed(self, name: str, now: float) -> bool:
+        if now - self._resynced_at.get(name, float("-inf")) < REJECTION_RESYNC_S:
+            return False
+        self._resynced_at[name] = now
+        return True
+
+    def _write_events(self, gw: GatewayRow, ready: list[RegistryEvent], now: float) -> set[str]:
         batch = Batch(self.tables)
-        whole = bool(seq.boots_started) or any(isinstance(e, Snapshot) for e in seq.ready)
-        batch.load(gw, seq.ready, whole)
+        whole = any(isinstance(e, Snapshot) or e.boot_id != gw.boot_id for e in ready)
+        batch.load(gw, ready, whole)
         applier = Applier(batch, gw)
         current_boot = gw.boot_id
-        for ev in seq.ready:
+        for ev in ready:
             if ev.boot_id != current_boot:
                 if current_boot:  # the very first boot we see has nothing to close
                     applier.close_boot(current_boot, ev.boot_id, ev.at)
@@ -185,7 +246,7 @@ class Ingestor:
         Gateway.objects.filter(name=gateway).update(
             status=getattr(state, "status", "disconnected"),
             mode=getattr(state, "mode", "unknown"),
-            version=getattr(state, "version", "") or "",
+            version=(getattr(state, "version", "") or "")[:64],
             last_event_at=aware(getattr(state, "last_event_at", None)),
             last_error=getattr(state, "last_error", "") or "",
             reconnects=getattr(state, "reconnects", 0) or 0,
@@ -201,3 +262,8 @@ class Ingestor:
             if seq.needs_snapshot(now, self.reorder_window, self.reorder_wait_s):
                 overdue.add(name)
         return overdue
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"

@@ -1,0 +1,207 @@
+"""What a value from a gateway may be, so one bad value costs only its own event.
+
+A gateway is trusted to report its registry, not to produce values the store
+can hold: ``Infinity``, a timestamp in the year 5000, a 300-character run id
+or ``timeoutMs=10**20`` once sank a whole batch in the database. Every event,
+whichever mode produced it, passes ``bounded`` before ingest writes it:
+
+- **Rejected** (``OutOfBounds``): an integer outside what the gateway's
+  JavaScript counts exactly (0..2**53 - 1), an identifier longer than its
+  column. Truncating an identifier would make two runs one; a sequence number
+  or a restart delay cannot be guessed.
+- **Clamped**: a timestamp that is not finite, is before 2020 or more than
+  ``MAX_FUTURE_S`` after Runboard received it becomes the receive time. The
+  event is real; only the gateway's clock (or its unit) is wrong, and the
+  receive time is the best estimate we have: lock ages then count from when
+  we saw it, so time-based flags still fire. A waiter timeout beyond
+  ``MAX_TIMEOUT_MS`` means "waits forever" (``None``), which it does for any
+  operator.
+- **Cut**: free text (versions, codes, previews) to its column.
+
+A snapshot is bounded entry by entry: a bad entry is left out and its
+session named in ``unread_keys``, so the store leaves that session as it was.
+The column limits are declared here because this package has no Django;
+``tests/hostile/test_bounds.py`` checks each against the models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from gateway_bridge import events as ev
+
+# 2020-01-01T00:00:00Z: no registry event of any supported gateway is older.
+EARLIEST_AT = 1_577_836_800.0
+# How far ahead of Runboard's clock a gateway's clock may run before we stop believing it.
+MAX_FUTURE_S = 300.0
+# The largest integer a JavaScript gateway can send exactly; fits a 64-bit column.
+MAX_INT = 2**53 - 1
+# One year: a longer waiter timeout is a forever wait in practice.
+MAX_TIMEOUT_MS = 365 * 24 * 3600 * 1000
+
+# Identifier fields -> the column each lands in (adminpanel.models max_length).
+ID_LIMITS: dict[str, int] = {
+    "session_key": 512,
+    "run_id": 128,
+    "boot_id": 128,
+    "session_id": 128,
+    "waiter_id": 128,
+    "blocking_run_id": 128,
+    "message_id": 128,
+    "phase": 40,
+    "turn_kind": 32,
+}
+# Free-text fields -> the column they are cut to (a longer value is cut, not rejected).
+TEXT_LIMITS: dict[str, int] = {
+    "version": 64,
+    "profile": 64,
+    "code": 64,
+    "message_preview": 200,
+}
+# Where each limit is checked against the models (model label, field name).
+COLUMNS: dict[str, tuple[str, str]] = {
+    "session_key": ("Session", "session_key"),
+    "run_id": ("Run", "run_id"),
+    "boot_id": ("TimelineEvent", "boot_id"),
+    "session_id": ("Session", "session_id"),
+    "waiter_id": ("Waiter", "waiter_id"),
+    "blocking_run_id": ("Waiter", "blocking_run_id"),
+    "message_id": ("Run", "message_id"),
+    "phase": ("Session", "phase"),
+    "turn_kind": ("Run", "turn_kind"),
+    "version": ("Gateway", "version"),
+    "profile": ("Gateway", "profile"),
+    "code": ("Session", "result_code"),
+    "message_preview": ("Run", "preview"),
+}
+TIME_FIELDS = ("at", "started_at", "last_activity_at", "since")
+INT_FIELDS = ("seq", "restart_expected_ms")
+
+
+class OutOfBounds(ValueError):
+    """A value no store column can hold honestly. ``str()`` names the field and why."""
+
+
+def plausible_at(value: float, received_at: float) -> float:
+    """The timestamp, or the receive time when the gateway's clock is not believable."""
+    # NaN fails both comparisons, infinities one: both become the receive time.
+    if EARLIEST_AT <= value <= received_at + MAX_FUTURE_S:
+        return value
+    return received_at
+
+
+def check_int(name: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= MAX_INT:
+        raise OutOfBounds(f"field {name!r} is {_short(value)}, outside 0..{MAX_INT}")
+
+
+def timeout_ms(value: int | None) -> int | None:
+    """A waiter's timeout; beyond a year it is a wait without one."""
+    if value is None or value > MAX_TIMEOUT_MS:
+        return None
+    check_int("timeout_ms", value)
+    return value
+
+
+def check_id(name: str, value: str) -> None:
+    limit = ID_LIMITS[name]
+    if len(value) > limit:
+        raise OutOfBounds(f"field {name!r} is longer than {limit} characters")
+
+
+def bounded(event: ev.RegistryEvent) -> ev.RegistryEvent:
+    """``event`` with implausible times clamped and text cut; raises OutOfBounds."""
+    received_at = event.received_at
+    if not math.isfinite(received_at):  # our own clock; never the gateway's
+        raise OutOfBounds(f"received_at is {received_at!r}")
+    changes: dict[str, Any] = {}
+    for name in _field_names(type(event)):
+        value = getattr(event, name)
+        if name in TIME_FIELDS:
+            if value is not None and plausible_at(value, received_at) != value:
+                changes[name] = received_at
+        elif name in INT_FIELDS:
+            check_int(name, value)
+        elif name == "timeout_ms":
+            if timeout_ms(value) != value:
+                changes[name] = None
+        elif name in ID_LIMITS:
+            check_id(name, value)
+        elif name in TEXT_LIMITS and len(value) > TEXT_LIMITS[name]:
+            changes[name] = value[: TEXT_LIMITS[name]]
+    if isinstance(event, ev.Snapshot):
+        changes.update(_bounded_snapshot_parts(event))
+    return dataclasses.replace(event, **changes) if changes else event
+
+
+def _bounded_snapshot_parts(snapshot: ev.Snapshot) -> dict[str, Any]:
+    """Entries and statuses one by one: a bad one is left out, the rest land."""
+    entries, rejected, unread = [], list(snapshot.rejected), set(snapshot.unread_keys)
+    for entry in snapshot.entries:
+        try:
+            entries.append(bounded_entry(entry, snapshot.received_at))
+        except OutOfBounds as exc:
+            rejected.append(f"entry {entry.session_key[:80]!r}: {exc}")
+            unread.add(entry.session_key)
+    statuses = {}
+    for key, status in snapshot.session_statuses.items():
+        if 0 < len(key) <= ID_LIMITS["session_key"]:
+            statuses[key] = status
+        else:
+            rejected.append(f"a session status's key is longer than {ID_LIMITS['session_key']}")
+    return {
+        "entries": tuple(entries),
+        "session_statuses": statuses,
+        "rejected": tuple(rejected),
+        "unread_keys": frozenset(k for k in unread if len(k) <= ID_LIMITS["session_key"]),
+    }
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+def bounded_entry(entry: ev.SnapshotEntry, received_at: float) -> ev.SnapshotEntry:
+    """One snapshot entry (and its waiters) bounded like an event."""
+    for name in ("session_key", "run_id", "session_id", "phase", "turn_kind"):
+        check_id(name, getattr(entry, name))
+    started = _optional_at(entry.started_at, received_at)
+    active = _optional_at(entry.last_activity_at, received_at)
+    waiters = tuple(_bounded_waiter(w, received_at) for w in entry.waiters)
+    return dataclasses.replace(
+        entry,
+        started_at=started,
+        last_activity_at=active,
+        code=entry.code[: TEXT_LIMITS["code"]],
+        waiters=waiters,
+    )
+
+
+def _bounded_waiter(w: ev.SnapshotWaiter, received_at: float) -> ev.SnapshotWaiter:
+    for name in ("waiter_id", "message_id", "turn_kind"):
+        check_id(name, getattr(w, name))
+    return dataclasses.replace(
+        w,
+        since=plausible_at(w.since, received_at),
+        timeout_ms=timeout_ms(w.timeout_ms),
+        message_preview=w.message_preview[: TEXT_LIMITS["message_preview"]],
+    )
+
+
+def _optional_at(value: float | None, received_at: float) -> float | None:
+    if value is None:
+        return None
+    return plausible_at(value, received_at)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
