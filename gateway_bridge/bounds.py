@@ -16,7 +16,9 @@ whichever mode produced it, passes ``bounded`` before ingest writes it:
   we saw it, so time-based flags still fire. A waiter timeout beyond
   ``MAX_TIMEOUT_MS`` means "waits forever" (``None``), which it does for any
   operator.
-- **Cut**: free text (versions, codes, previews) to its column.
+- **Cut**: free text (versions, codes, previews) to its column; a NUL or a
+  lone surrogate in text becomes U+FFFD (PostgreSQL's text and jsonb refuse
+  NUL, no database encodes a lone surrogate). In an identifier it is refused.
 
 A snapshot is bounded entry by entry: a bad entry is left out and its
 session named in ``unread_keys``, so the store leaves that session as it was.
@@ -109,6 +111,20 @@ def check_id(name: str, value: str) -> None:
     limit = ID_LIMITS[name]
     if len(value) > limit:
         raise OutOfBounds(f"field {name!r} is longer than {limit} characters")
+    if clean_text(value) != value:
+        raise OutOfBounds(f"field {name!r} holds a NUL or an unpaired surrogate")
+
+
+def clean_text(value: str) -> str:
+    """``value`` with what no database stores (NUL, lone surrogates) as U+FFFD."""
+    if value.isascii():
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+    return value.replace("\x00", "\ufffd")
 
 
 def bounded(event: ev.RegistryEvent) -> ev.RegistryEvent:
@@ -129,8 +145,10 @@ def bounded(event: ev.RegistryEvent) -> ev.RegistryEvent:
                 changes[name] = None
         elif name in ID_LIMITS:
             check_id(name, value)
-        elif name in TEXT_LIMITS and len(value) > TEXT_LIMITS[name]:
-            changes[name] = value[: TEXT_LIMITS[name]]
+        elif isinstance(value, str):
+            text = clean_text(value)[: TEXT_LIMITS.get(name, len(value))]
+            if text != value:
+                changes[name] = text
     if isinstance(event, ev.Snapshot):
         changes.update(_bounded_snapshot_parts(event))
     return dataclasses.replace(event, **changes) if changes else event
@@ -147,15 +165,17 @@ def _bounded_snapshot_parts(snapshot: ev.Snapshot) -> dict[str, Any]:
             unread.add(entry.session_key)
     statuses = {}
     for key, status in snapshot.session_statuses.items():
-        if 0 < len(key) <= ID_LIMITS["session_key"]:
-            statuses[key] = status
+        try:
+            check_id("session_key", key)
+        except OutOfBounds as exc:
+            rejected.append(f"a session status's key: {exc}")
         else:
-            rejected.append(f"a session status's key is longer than {ID_LIMITS['session_key']}")
+            statuses[key] = clean_text(status)
     return {
         "entries": tuple(entries),
         "session_statuses": statuses,
         "rejected": tuple(rejected),
-        "unread_keys": frozenset(k for k in unread if len(k) <= ID_LIMITS["session_key"]),
+        "unread_keys": frozenset(k for k in unread if _usable_id("session_key", k)),
     }
 
 
@@ -180,7 +200,8 @@ def bounded_entry(entry: ev.SnapshotEntry, received_at: float) -> ev.SnapshotEnt
         entry,
         started_at=started,
         last_activity_at=active,
-        code=entry.code[: TEXT_LIMITS["code"]],
+        code=clean_text(entry.code)[: TEXT_LIMITS["code"]],
+        result=clean_text(entry.result),
         waiters=waiters,
     )
 
@@ -192,8 +213,17 @@ def _bounded_waiter(w: ev.SnapshotWaiter, received_at: float) -> ev.SnapshotWait
         w,
         since=plausible_at(w.since, received_at),
         timeout_ms=timeout_ms(w.timeout_ms),
-        message_preview=w.message_preview[: TEXT_LIMITS["message_preview"]],
+        message_preview=clean_text(w.message_preview)[: TEXT_LIMITS["message_preview"]],
+        message_text=clean_text(w.message_text),
     )
+
+
+def _usable_id(name: str, value: str) -> bool:
+    try:
+        check_id(name, value)
+    except OutOfBounds:
+        return False
+    return True
 
 
 def _optional_at(value: float | None, received_at: float) -> float | None:

@@ -106,6 +106,11 @@ class Ingestor:
         result.held = sum(len(h) for h in self._held.values())
         if result.needs_snapshot:
             log.warning("reorder_gap_needs_snapshot", held=result.held)
+        for name in rejections.by_gateway:
+            if self._resync_allowed(name, now):
+                # A rejected change may have moved a lock: a snapshot puts the store right.
+                log.info("rejected_frame_resync_asked", gateway=name)
+                result.needs_snapshot = True
         return result
 
     def _apply_gateway(
@@ -131,9 +136,6 @@ class Ingestor:
         changed = self._write_guarded(gw, seq.ready, now)
         for ev in seq.ready:
             rejections.note(ev)
-        if name in rejections.by_gateway and self._resync_allowed(name, now):
-            # A rejected change may have moved a lock: a snapshot puts the store right.
-            result.needs_snapshot = True
         record_batch(name, seq.ready, self.clock())
         result.applied += len(seq.ready)
         result.changed_sessions.update((name, key) for key in changed)

@@ -139,12 +139,12 @@ def snapshot_wire() -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", sorted(PAYLOADS))
 def test_every_registry_event_kind_decodes_to_its_normalized_type(kind: str) -> None:
-    event = decode_registry_event("gw", wire(kind), received_at=100.0)
+    event = decode_registry_event("gw", wire(kind), received_at=1795308530.0)
 
     assert type(event) is PAYLOADS[kind][1]
     assert (event.gateway, event.boot_id, event.seq) == ("gw", "boot-1", 7)
     assert event.at == pytest.approx(1795308521.150)
-    assert event.received_at == 100.0
+    assert event.received_at == 1795308530.0
 
 
 def test_a_waiter_with_a_null_timeout_waits_forever() -> None:
@@ -240,7 +240,7 @@ def test_a_payload_that_is_not_an_object_is_an_error(payload: object) -> None:
 
 
 def test_a_snapshot_decodes_entries_waiters_and_statuses_in_seconds() -> None:
-    snapshot = decode_snapshot("gw", snapshot_wire(), received_at=5.0)
+    snapshot = decode_snapshot("gw", snapshot_wire(), received_at=1795308530.0)
 
     assert (snapshot.boot_id, snapshot.seq, snapshot.version, snapshot.profile) == (
         "boot-1",
@@ -248,7 +248,7 @@ def test_a_snapshot_decodes_entries_waiters_and_statuses_in_seconds() -> None:
         "2026.9.6",
         "2026.9",
     )
-    assert snapshot.received_at == 5.0
+    assert snapshot.received_at == 1795308530.0
     [entry] = snapshot.entries
     assert (entry.session_key, entry.run_id, entry.phase) == (KEY, RUN, "aborted")
     assert (entry.result, entry.code) == ("aborted", "aborted_by_user")
@@ -311,14 +311,7 @@ def _break_version(raw: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("breaker", "message"),
     [
-        (_break_entry_run_id, "snapshot entries[0] needs string field 'runId'"),
-        (
-            _break_waiter_since,
-            "snapshot entries[0] waiters[0] needs millisecond timestamp field 'sinceMs'",
-        ),
-        (_break_result_kind, "snapshot entries[0] result field 'kind' is 'vanished'"),
         (_break_entries, "snapshot needs array field 'entries'"),
-        (_break_sessions, "status 'sleeping', not one of"),
         (_break_sessions_type, "snapshot needs object field 'sessions'"),
         (_break_version, "snapshot needs string field 'version'"),
     ],
@@ -329,3 +322,27 @@ def test_a_malformed_snapshot_names_the_field(breaker: Any, message: str) -> Non
 
     with pytest.raises(DecodeError, match=re.escape(message)):
         decode_snapshot("gw", raw, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("breaker", "message"),
+    [
+        (_break_entry_run_id, "snapshot entries[0] needs string field 'runId'"),
+        (
+            _break_waiter_since,
+            "snapshot entries[0] waiters[0] needs millisecond timestamp field 'sinceMs'",
+        ),
+        (_break_result_kind, "snapshot entries[0] result field 'kind' is 'vanished'"),
+        (_break_sessions, "status 'sleeping', not one of"),
+    ],
+)
+def test_a_malformed_snapshot_entry_is_left_out_alone_with_its_reason(
+    breaker: Any, message: str
+) -> None:
+    raw = snapshot_wire()
+    breaker(raw)
+
+    snapshot = decode_snapshot("gw", raw, 0.0)
+
+    assert any(message in reason for reason in snapshot.rejected)
+    assert snapshot.seq == raw["seq"]
