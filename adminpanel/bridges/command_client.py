@@ -10,23 +10,64 @@ Each command carries its deadline (wall clock, so it means the same in both
 processes). The caller waits no longer than that. Nothing is retried: a
 command that timed out is reported as such, and the operator decides what to
 do next.
+
+Anything that can post to the layer (Redis, in the split setup) could post a
+command, so each is signed: an HMAC, keyed with ``SECRET_KEY``, over the
+canonical JSON of the gateway, command, params, reply channel, deadline and a
+one-time id. The bridge refuses a command that is unsigned, badly signed,
+expired, replayed or meant for another gateway (``command_server.verify``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
+from django.utils.crypto import salted_hmac
 
 from gateway_bridge.errors import GatewayUnavailable
 
 MESSAGE_TYPE = "bridge.command"
 # One command per operator action, and the connection's state.
 COMMANDS = ("force_clear", "requeue", "abort", "clear_and_requeue", "state")
+
+
+# What a signature covers, besides the gateway it is for.
+SIGNED_FIELDS = ("command", "params", "reply_to", "deadline", "id")
+SIGNING_SALT = "runboard.bridge-command"
+# A deadline further ahead than this is refused: a signed command cannot be kept for later.
+MAX_AHEAD_S = 600.0
+
+
+def signature(gateway: str, message: dict[str, Any]) -> str:
+    """HMAC-SHA256 (keyed with SECRET_KEY) of the command's canonical JSON."""
+    signed = {name: message.get(name) for name in SIGNED_FIELDS}
+    canonical = json.dumps(
+        {"gateway": gateway, **signed}, sort_keys=True, separators=(",", ":"), default=str
+    )
+    return salted_hmac(SIGNING_SALT, canonical, algorithm="sha256").hexdigest()
+
+
+def signed_command(
+    gateway: str, command: str, params: dict[str, Any], reply_to: str, deadline: float
+) -> dict[str, Any]:
+    """The channel-layer message for one command, with its one-time id and signature."""
+    message: dict[str, Any] = {
+        "type": MESSAGE_TYPE,
+        "command": command,
+        "params": params,
+        "reply_to": reply_to,
+        "deadline": deadline,
+        "id": secrets.token_hex(16),
+    }
+    message["signature"] = signature(gateway, message)
+    return message
 
 
 def group_for(gateway: str) -> str:
@@ -85,14 +126,7 @@ async def call_bridge(
     reply_to = await layer.new_channel("runboard-reply.")
     deadline = time.time() + timeout_s
     await layer.group_send(
-        group_for(gateway),
-        {
-            "type": MESSAGE_TYPE,
-            "command": command,
-            "params": params,
-            "reply_to": reply_to,
-            "deadline": deadline,
-        },
+        group_for(gateway), signed_command(gateway, command, params, reply_to, deadline)
     )
     try:
         async with asyncio.timeout(timeout_s):

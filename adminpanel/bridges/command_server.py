@@ -1,15 +1,21 @@
 """The bridge side of gateway commands: listen for them, carry each out, answer.
 
 The listener joins the gateway's group on the channel layer (see
-``command_client``). It does not start a command whose deadline has passed
-and cancels one that runs past it. ``local_caller`` answers the same
-commands without the channel layer, for callers in the bridge's own process.
+``command_client``). It refuses a command whose signature does not hold
+(``bridge_command_refused``), logs each one it accepts where it runs
+(``bridge_command_received``, with the audit intent and request id the web
+side put in its params, so the log line and the audit chain's intent name
+each other), does not start one whose deadline has passed and cancels one
+that runs past it. ``local_caller`` answers the same commands without the
+channel layer, for callers in the bridge's own process (nothing crosses a
+process boundary there, so nothing is signed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,10 +25,12 @@ from channels.layers import get_channel_layer
 
 from adminpanel.bridges.command_client import (
     COMMANDS,
+    MAX_AHEAD_S,
     MESSAGE_TYPE,
     BridgeCaller,
     CommandAnswer,
     group_for,
+    signature,
 )
 from gateway_bridge.connection import Bridge
 from gateway_bridge.errors import GatewayError, GatewayTimeout, GatewayUnavailable
@@ -79,6 +87,44 @@ async def answer(bridge: Bridge, message: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "result": result}
 
 
+class SeenCommands:
+    """One-time ids of accepted commands, kept until their deadline: a replay is refused."""
+
+    def __init__(self) -> None:
+        self.deadlines: dict[str, float] = {}
+
+    def first_time(self, command_id: str, deadline: float, now: float) -> bool:
+        if len(self.deadlines) > 1000:
+            self.deadlines = {k: d for k, d in self.deadlines.items() if d > now}
+        if command_id in self.deadlines:
+            return False
+        self.deadlines[command_id] = deadline
+        return True
+
+
+def verify(
+    gateway: str, message: dict[str, Any], seen: SeenCommands, now: float | None = None
+) -> str:
+    """Why this command must be refused, or "" when its signature, deadline and id hold."""
+    now = time.time() if now is None else now
+    given = message.get("signature")
+    if not isinstance(given, str) or not given:
+        return "unsigned"
+    if not hmac.compare_digest(given, signature(gateway, message)):
+        return "bad signature"
+    deadline = message.get("deadline")
+    if not isinstance(deadline, int | float) or isinstance(deadline, bool):
+        return "no deadline"
+    if deadline <= now:
+        return "expired"
+    if deadline > now + MAX_AHEAD_S:
+        return "deadline too far ahead"
+    command_id = message.get("id")
+    if not isinstance(command_id, str) or not seen.first_time(command_id, deadline, now):
+        return "replayed"
+    return ""
+
+
 def error_reply(exc: GatewayError) -> dict[str, Any]:
     return {"ok": False, "error_code": exc.code, "error": exc.message, "retryable": exc.retryable}
 
@@ -109,9 +155,21 @@ async def serve(bridge: Bridge, stop: asyncio.Event) -> None:
     channel = await layer.new_channel("runboard-bridge-inbox.")
     group = group_for(bridge.gateway)
     running: set[asyncio.Task[None]] = set()
+    seen = SeenCommands()
 
     async def handle(message: dict[str, Any]) -> None:
-        reply = await answer(bridge, message)
+        refusal = verify(bridge.gateway, message, seen)
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        if refusal:
+            log.warning("bridge_command_refused", gateway=bridge.gateway,
+                        command=str(message.get("command"))[:40], reason=refusal)  # fmt: skip
+            reply = {"ok": False, "error_code": "REFUSED",
+                     "error": f"the bridge refused the command: {refusal}"}  # fmt: skip
+        else:
+            log.info("bridge_command_received", gateway=bridge.gateway,
+                     command=message.get("command"), request_id=params.get("request_id", ""),
+                     intent=params.get("intent"), session_key=params.get("session_key", ""))  # fmt: skip
+            reply = await answer(bridge, message)
         log.info(
             "bridge_command_answered",
             gateway=bridge.gateway,
