@@ -52,7 +52,7 @@ class GatewayAdminForm(forms.ModelForm):
 
     class Meta:
         model = Gateway
-        fields = ("name", "url", "token", "enabled")
+        fields = ("name", "url", "token", "enabled", "access")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -100,7 +100,7 @@ class GatewayAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "status", "mode")
     search_fields = ("name", "url")
     form = GatewayAdminForm
-    fields = ("name", "url", "token", "token_stored", "clear_token", "enabled")
+    fields = ("name", "url", "token", "token_stored", "clear_token", "enabled", "access")
     readonly_fields = ("token_stored",)
 
     @admin.display(description="Stored token")

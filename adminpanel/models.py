@@ -14,6 +14,8 @@ from typing import Any
 from django.db import models
 from django.db.models import Q
 
+from gateway_bridge.scopes import DEFAULT_ACCESS
+
 # Session key segments that are a peer kind or a reserved namespace, never a channel.
 _NOT_CHANNELS = frozenset({"main", "direct", "group", "channel", "heartbeat", "explicit", "thread"})
 
@@ -53,6 +55,19 @@ class Gateway(models.Model):
     rejected_frames = models.PositiveBigIntegerField(default=0)
     last_rejected_at = models.DateTimeField(null=True, blank=True)
     last_rejected_reason = models.TextField(blank=True)
+    # Least privilege: the operator scopes the bridge asks for (gateway_bridge.scopes).
+    access = models.CharField(
+        max_length=8,
+        default=DEFAULT_ACCESS,
+        choices=[
+            ("view", "view: operator.read (no actions)"),
+            ("act", "act: + operator.write (requeue, abort; all actions in observer mode)"),
+            ("admin", "admin: + operator.admin (the plugin's force-clear)"),
+        ],
+        help_text="Which OpenClaw scopes Runboard asks this gateway for.",
+    )
+    # What the gateway granted at the last connection (hello-ok); null: it did not say.
+    granted_scopes = models.JSONField(null=True, blank=True)
 
     # Ingest's cursor: the last applied (boot_id, seq). Only ingest moves it.
     boot_id = models.CharField(max_length=128, blank=True)

@@ -44,6 +44,7 @@ from adminpanel.session_rows import (
 from adminpanel.timeline import FORCED_HOWS, RECOVERY_HOWS, build_timeline
 from gateway_bridge.events import PHASES
 from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
+from gateway_bridge.scopes import missing_for_actions, scopes_for
 
 # The visible total is bounded: no COUNT(*) over the whole table.
 COUNT_CAP = 1000
@@ -224,9 +225,23 @@ def gateways(request: HttpRequest) -> HttpResponse:
     form = StrictQueryForm(request.GET)
     if not form.is_valid():
         return bad_request(request, form)
+    rows = list(Gateway.objects.order_by("name").prefetch_related(_policies()))
+    for g in rows:
+        g.scope_notes = scope_notes(g)
     context = {
-        "gateways": list(Gateway.objects.order_by("name").prefetch_related(_policies())),
+        "gateways": rows,
         "observer_limits": " ".join(OBSERVER_BLIND_SPOTS),
         "observer_blind_spots": OBSERVER_BLIND_SPOTS,
     }
     return render(request, "adminpanel/gateways.html", page_context(context))
+
+
+def scope_notes(g: Gateway) -> list[str]:
+    """What a missing OpenClaw scope disables on this gateway, in words (empty: nothing)."""
+    requested = scopes_for(g.access)
+    granted = requested if g.granted_scopes is None else g.granted_scopes
+    missing = missing_for_actions(g.mode, granted)
+    return [
+        f"{action.replace('_', '-')} needs {' and '.join(scopes)}"
+        for action, scopes in missing.items()
+    ]

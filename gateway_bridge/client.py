@@ -36,13 +36,13 @@ from gateway_bridge.errors import (
     HandshakeFailed,
     ProtocolViolation,
 )
+from gateway_bridge.scopes import DEFAULT_SCOPES  # unless a gateway's access asks less
 
 log = structlog.get_logger(__name__)
 
 MIN_PROTOCOL = 3
 MAX_PROTOCOL = 4
 CLIENT_ID = "gateway-client"
-DEFAULT_SCOPES: tuple[str, ...] = ("operator.read", "operator.write", "operator.admin")
 # OpenClaw's default when hello-ok carries no policy.tickIntervalMs.
 DEFAULT_TICK_INTERVAL_S = 30.0
 # Missing this many tick intervals in a row means the connection is dead.
@@ -76,6 +76,8 @@ class Hello:
     events: frozenset[str]
     tick_interval_s: float
     max_payload: int | None = None
+    # What hello-ok's auth.scopes granted; None when the gateway did not say.
+    scopes: frozenset[str] | None = None
 
     def has_method(self, method: str) -> bool:
         return method in self.methods
@@ -441,7 +443,14 @@ def _parse_hello(payload: object) -> Hello:
             else DEFAULT_TICK_INTERVAL_S
         ),
         max_payload=max_payload if isinstance(max_payload, int) else None,
+        scopes=_granted(payload.get("auth")),
     )
+
+
+def _granted(auth: object) -> frozenset[str] | None:
+    """hello-ok's ``auth.scopes``, when the gateway reports them."""
+    granted = auth.get("scopes") if isinstance(auth, dict) else None
+    return _strings(granted) if isinstance(granted, list) else None
 
 
 def _object(value: object) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import structlog
 
 from gateway_bridge import commands, frames
-from gateway_bridge.client import GatewayClient, Hello
+from gateway_bridge.client import DEFAULT_SCOPES, GatewayClient, Hello
 from gateway_bridge.errors import (
     GatewayError,
     GatewayUnavailable,
@@ -65,6 +65,7 @@ class ConnectionState:
     last_error: str = ""
     reconnects: int = 0
     connected_since: float | None = None
+    scopes: tuple[str, ...] | None = None  # granted in hello-ok; None: not reported
 
 
 class Bridge:
@@ -93,8 +94,10 @@ class Bridge:
         max_buffered_events: int = 100_000,
         clock: Callable[[], float] = time.time,
         resume_from: Callable[[], Awaitable[ResumePoint]] | None = None,
+        scopes: tuple[str, ...] = DEFAULT_SCOPES,
     ) -> None:
         self.gateway = gateway
+        self.scopes = scopes
         self.url = url
         self._token = token
         self._sink = sink
@@ -200,6 +203,7 @@ class Bridge:
         client = GatewayClient(
             self.url,
             self._token,
+            scopes=self.scopes,
             connect_timeout_s=self.connect_timeout_s,
             call_timeout_s=self.call_timeout_s,
             on_event=self._on_gateway_event,
@@ -257,6 +261,7 @@ class Bridge:
             connected_since=self.clock(),
             last_error="",
             reconnects=self._state.reconnects + (1 if reconnect else 0),
+            scopes=tuple(sorted(hello.scopes)) if hello.scopes is not None else None,
         )
         return mode
 

@@ -34,6 +34,7 @@ from adminpanel.notify import dispatcher as notify_dispatcher
 from gateway_bridge.connection import Bridge, ConnectionState
 from gateway_bridge.events import RegistryEvent
 from gateway_bridge.feed import ResumePoint, StoreUnavailable
+from gateway_bridge.scopes import DEFAULT_SCOPES, scopes_for
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,7 @@ class GatewayTarget:
     name: str
     url: str
     token: str
+    scopes: tuple[str, ...] = DEFAULT_SCOPES  # the gateway's access level asks for these
 
 
 def configured_gateways() -> list[GatewayTarget]:
@@ -67,7 +69,7 @@ def configured_gateways() -> list[GatewayTarget]:
             },
         )
     rows = Gateway.objects.filter(enabled=True).exclude(url="").order_by("name")
-    return [GatewayTarget(g.name, g.url, g.token) for g in rows]
+    return [GatewayTarget(g.name, g.url, g.token, scopes_for(g.access)) for g in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,7 @@ class BridgeSupervisor:
             gateway=target.name,
             url=target.url,
             token=target.token,
+            scopes=target.scopes,
             sink=sink,
             on_state=on_state,
             call_timeout_s=settings.RUNBOARD_CALL_TIMEOUT_S,

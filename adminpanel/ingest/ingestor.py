@@ -12,9 +12,9 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 
 from adminpanel import detect
+from adminpanel.ingest import rejects
 from adminpanel.ingest.applier import Applier
 from adminpanel.ingest.batch import Batch
-from adminpanel.ingest import rejects
 from adminpanel.ingest.flags import FlagWriter
 from adminpanel.ingest.rows import GatewayRow
 from adminpanel.ingest.sequencer import HELD_CAP_FACTOR, Held, Sequencer
@@ -253,6 +253,7 @@ class Ingestor:
             last_error=getattr(state, "last_error", "") or "",
             reconnects=getattr(state, "reconnects", 0) or 0,
             connected_since=aware(getattr(state, "connected_since", None)),
+            granted_scopes=_scopes(getattr(state, "scopes", None)),
         )
 
     def gaps_overdue(self, now: float | None = None) -> set[str]:
@@ -264,6 +265,12 @@ class Ingestor:
             if seq.needs_snapshot(now, self.reorder_window, self.reorder_wait_s):
                 overdue.add(name)
         return overdue
+
+
+def _scopes(granted: object) -> list[str] | None:
+    if not isinstance(granted, tuple | list):
+        return None
+    return [str(s)[:64] for s in granted[:20]]
 
 
 def _first_line(exc: BaseException) -> str:
