@@ -20,11 +20,18 @@ def admin_client(db: None) -> Client:
 def test_an_admin_adds_a_gateway_with_its_url_and_token(admin_client: Client) -> None:
     response = admin_client.post(
         "/admin/adminpanel/gateway/add/",
-        {"name": "prod-eu", "url": "ws://127.0.0.1:18789", "token": "t0k", "enabled": "on"},
+        {
+            "name": "prod-eu",
+            "url": "ws://127.0.0.1:18789",
+            "token": "t0k",
+            "enabled": "on",
+            "access": "act",
+        },
     )
     assert response.status_code == 302
     gateway = Gateway.objects.get(name="prod-eu")
     assert (gateway.url, gateway.token, gateway.enabled) == ("ws://127.0.0.1:18789", "t0k", True)
+    assert gateway.access == "act"
 
 
 def test_mirrored_sessions_are_visible_but_read_only_in_the_admin(admin_client: Client) -> None:

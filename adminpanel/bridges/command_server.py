@@ -166,9 +166,14 @@ async def serve(bridge: Bridge, stop: asyncio.Event) -> None:
             reply = {"ok": False, "error_code": "REFUSED",
                      "error": f"the bridge refused the command: {refusal}"}  # fmt: skip
         else:
-            log.info("bridge_command_received", gateway=bridge.gateway,
-                     command=message.get("command"), request_id=params.get("request_id", ""),
-                     intent=params.get("intent"), session_key=params.get("session_key", ""))  # fmt: skip
+            log.info(
+                "bridge_command_received",
+                gateway=bridge.gateway,
+                command=message.get("command"),
+                request_id=params.get("request_id", ""),
+                intent=params.get("intent"),
+                session_key=params.get("session_key", ""),
+            )
             reply = await answer(bridge, message)
         log.info(
             "bridge_command_answered",

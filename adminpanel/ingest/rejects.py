@@ -69,7 +69,7 @@ def as_rejected(event: RegistryEvent, reason: str) -> FrameRejected:
 def record(rejections: Rejections) -> None:
     """Count each gateway's rejected frames on its row and log them (inside the batch)."""
     for name, notes in rejections.by_gateway.items():
-        for at, reason in notes[:LOGGED_PER_BATCH]:
+        for _at, reason in notes[:LOGGED_PER_BATCH]:
             log.warning("frame_rejected", gateway=name, reason=reason)
         if len(notes) > LOGGED_PER_BATCH:
             log.warning("frames_rejected", gateway=name, more=len(notes) - LOGGED_PER_BATCH)

@@ -118,7 +118,7 @@ def test_wire_payloads_with_hostile_values_cost_only_themselves() -> None:
             messageId="m",
             preview="p\x00",
             text="t\ud800",
-        ),  # fmt: skip
+        ),
         wire(10**20, kind="phase", runId="run-1", phase="running"),
         wire(6, kind="activity", runId="run-1", activity="tool"),
     ]

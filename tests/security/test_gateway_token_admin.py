@@ -28,7 +28,8 @@ def gateway() -> Gateway:
 
 
 def change(client: Client, gateway: Gateway, **fields: str) -> object:
-    data = {"name": gateway.name, "url": gateway.url, "token": "", "enabled": "on", **fields}
+    data = {"name": gateway.name, "url": gateway.url, "token": "", "enabled": "on",
+            "access": gateway.access, **fields}  # fmt: skip
     return client.post(f"/admin/adminpanel/gateway/{gateway.pk}/change/", data)
 
 
