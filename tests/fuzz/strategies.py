@@ -37,7 +37,7 @@ nasty_numbers = st.sampled_from(
         2**53,
         4_102_444_800_000,
         1.5,
-    ]  # fmt: skip
+    ]
 )
 nasty_strings = st.one_of(
     st.sampled_from(["", "\x00", "a\x00b", "\ud800", "x" * 129, "k" * 513, "é" * 300, "🙂" * 70]),

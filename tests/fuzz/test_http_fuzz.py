@@ -23,15 +23,54 @@ from tests.fuzz.strategies import fuzz, http_text, json_values
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ("/", "/stuck/", "/warnings/", "/gateways/", "/charts/", "/audit/",
-         "/audit/export.csv", "/audit/export.json", "/api/v1/sessions", "/api/v1/gateways",
-         "/api/v1/audit")  # fmt: skip
-KNOWN_PARAMS = ("gateway", "agent", "channel", "phase", "q", "refresh", "flagged", "sort",
-                "cursor", "hours", "limit", "before", "after", "since", "until", "actor",
-                "action", "result", "kind", "range", "metric", "page", "format")  # fmt: skip
+PAGES = (
+    "/",
+    "/stuck/",
+    "/warnings/",
+    "/gateways/",
+    "/charts/",
+    "/audit/",
+    "/audit/export.csv",
+    "/audit/export.json",
+    "/api/v1/sessions",
+    "/api/v1/gateways",
+    "/api/v1/audit",
+)
+KNOWN_PARAMS = (
+    "gateway",
+    "agent",
+    "channel",
+    "phase",
+    "q",
+    "refresh",
+    "flagged",
+    "sort",
+    "cursor",
+    "hours",
+    "limit",
+    "before",
+    "after",
+    "since",
+    "until",
+    "actor",
+    "action",
+    "result",
+    "kind",
+    "range",
+    "metric",
+    "page",
+    "format",
+)
 ACTIONS = ("force-clear", "requeue", "abort", "clear-and-requeue")
-FORM_FIELDS = ("reason", "expect_run_id", "submission", "targets", "confirm_count", "dry_run",
-               "csrfmiddlewaretoken")  # fmt: skip
+FORM_FIELDS = (
+    "reason",
+    "expect_run_id",
+    "submission",
+    "targets",
+    "confirm_count",
+    "dry_run",
+    "csrfmiddlewaretoken",
+)
 KEY = "agent:main:telegram:direct:1"
 
 
@@ -58,11 +97,14 @@ def raw_query(pairs: list[tuple[bytes, bytes]]) -> str:
 query_pairs = st.lists(
     st.tuples(
         st.one_of(st.sampled_from(KNOWN_PARAMS).map(str.encode), st.binary(max_size=8)),
-        st.one_of(http_text.map(str.encode), st.binary(max_size=20),
-                  st.sampled_from([b"-1", b"0", b"99999999999999999999", b"nan", b"1e309"])),
+        st.one_of(
+            http_text.map(str.encode),
+            st.binary(max_size=20),
+            st.sampled_from([b"-1", b"0", b"99999999999999999999", b"nan", b"1e309"]),
+        ),
     ),
     max_size=4,
-)  # fmt: skip
+)
 
 
 @fuzz
@@ -108,8 +150,12 @@ def test_an_api_action_never_answers_500_to_any_json_body(
     world: dict[str, Any], slug: str, body: object
 ) -> None:
     client, headers = world["clients"]["operator"], world["bearer"]["operator"]
-    response = client.post(f"/api/v1/actions/{slug}", json.dumps(body),
-                           content_type="application/json", headers=headers)  # fmt: skip
+    response = client.post(
+        f"/api/v1/actions/{slug}",
+        json.dumps(body),
+        content_type="application/json",
+        headers=headers,
+    )
     assert response.status_code < 500 or response.status_code in (502, 503, 504)
 
 
@@ -119,8 +165,9 @@ def test_an_api_action_never_answers_500_to_any_bytes(
     world: dict[str, Any], slug: str, raw: bytes
 ) -> None:
     client, headers = world["clients"]["operator"], world["bearer"]["operator"]
-    response = client.post(f"/api/v1/actions/{slug}", raw, content_type="application/json",
-                           headers=headers)  # fmt: skip
+    response = client.post(
+        f"/api/v1/actions/{slug}", raw, content_type="application/json", headers=headers
+    )
     assert response.status_code < 500
 
 

@@ -38,7 +38,7 @@ WIRE: dict[str, dict[str, Any]] = {
         "turnKind": "visible",
         "blockingRunId": "run-1",
         **MESSAGE,
-    },  # fmt: skip
+    },
     "waiter.resolved": {"waiterId": "w-1", "outcome": "admitted"},
     "skipped": {"reason": "active-run", "blockingRunId": "run-1", **MESSAGE},
     "drain.failed": {"error": "E", "message": "m", **MESSAGE},
@@ -61,7 +61,7 @@ ENTRY = {
             "turnKind": "visible",
             **MESSAGE,
         }
-    ],  # fmt: skip
+    ],
 }
 
 
@@ -79,7 +79,7 @@ snapshots = st.builds(
         "entries": entries,
         "sessions": sessions,
         **top,
-    },  # fmt: skip
+    },
     st.lists(st.one_of(mutated(ENTRY), json_values), max_size=4),
     st.one_of(st.just({KEY: "running"}), st.dictionaries(st.text(max_size=5), json_values)),
     st.one_of(st.just({}), st.dictionaries(st.sampled_from(["ts", "seq", "version"]), json_values)),

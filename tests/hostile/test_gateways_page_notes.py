@@ -25,8 +25,15 @@ def viewer() -> Client:
 
 def test_rejected_frames_are_counted_with_the_last_reason(viewer: Client) -> None:
     now = datetime.now(UTC).timestamp()
-    payload = {"kind": "phase", "bootId": "b", "seq": 1, "ts": now * 1000,
-               "sessionKey": "agent:main:main", "runId": "r" * 300, "phase": "running"}  # fmt: skip
+    payload = {
+        "kind": "phase",
+        "bootId": "b",
+        "seq": 1,
+        "ts": now * 1000,
+        "sessionKey": "agent:main:main",
+        "runId": "r" * 300,
+        "phase": "running",
+    }
     Ingestor(clock=lambda: now).apply([decode_or_reject("gw", payload, now)])
 
     page = viewer.get("/gateways/").content.decode()

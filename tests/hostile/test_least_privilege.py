@@ -52,9 +52,9 @@ async def test_a_view_only_bridge_mirrors_the_registry_and_cannot_force_clear(
     async with running(bridge_for(gw, sink, "view")) as bridge:
         run_id = await hung_run(gw, sink)
         assert bridge.state.scopes == (READ,)
-        with pytest.raises(GatewayRejected, match="missing scope: operator.admin"):
+        with pytest.raises(GatewayRejected, match=r"missing scope: operator\.admin"):
             await bridge.force_clear(KEY, run_id, "stuck")
-        with pytest.raises(GatewayRejected, match="missing scope: operator.write"):
+        with pytest.raises(GatewayRejected, match=r"missing scope: operator\.write"):
             await bridge.requeue(KEY, [("hello again", "requeue-1")])
 
     assert bridge.state.mode == "plugin"
@@ -70,7 +70,7 @@ async def test_an_act_bridge_requeues_but_the_plugins_force_clear_needs_admin(
         run_id = await hung_run(gw, sink)
         assert bridge.state.scopes == (READ, WRITE)
         [requeued] = await bridge.requeue(KEY, [("hello again", "requeue-1")])
-        with pytest.raises(GatewayRejected, match="missing scope: operator.admin"):
+        with pytest.raises(GatewayRejected, match=r"missing scope: operator\.admin"):
             await bridge.force_clear(KEY, run_id, "stuck")
 
     assert requeued.idempotency_key == "requeue-1"

@@ -75,8 +75,9 @@ async def listening(
     monkeypatch.setattr(command_server, "get_channel_layer", lambda: layer)
     monkeypatch.setattr(command_client, "get_channel_layer", lambda: layer)
     sink = ListSink()
-    bridge = Bridge(gateway="sim", url=gw.url, token="sim-token", sink=sink,
-                    **quick_bridge_settings())  # fmt: skip
+    bridge = Bridge(
+        gateway="sim", url=gw.url, token="sim-token", sink=sink, **quick_bridge_settings()
+    )
     stop = asyncio.Event()
     async with running(bridge):
         await until(lambda: bool(sink.snapshots()))
@@ -97,9 +98,13 @@ async def test_a_forged_force_clear_posted_to_the_layer_is_refused_and_logged(
     await until(lambda: bool(gw.registry.snapshot()["entries"]))
     run_id = gw.registry.snapshot()["entries"][0]["runId"]
     reply_to = await layer.new_channel("attacker.")
-    forged = {"type": "bridge.command", "command": "force_clear", "reply_to": reply_to,
-              "deadline": time.time() + 5,
-              "params": {"session_key": KEY, "run_id": run_id, "reason": "x", "messages": []}}  # fmt: skip
+    forged = {
+        "type": "bridge.command",
+        "command": "force_clear",
+        "reply_to": reply_to,
+        "deadline": time.time() + 5,
+        "params": {"session_key": KEY, "run_id": run_id, "reason": "x", "messages": []},
+    }
 
     with capture_logs() as logs:
         await layer.group_send(group_for("sim"), forged)
@@ -114,12 +119,18 @@ async def test_a_forged_force_clear_posted_to_the_layer_is_refused_and_logged(
 async def test_a_signed_command_runs_and_is_logged_with_its_intent_and_request_id(
     listening: tuple[SimGateway, InProcessChannelLayer, Bridge],
 ) -> None:
-    gw, layer, _ = listening
+    gw, _, _ = listening
     gw.send_inbound(KEY, "please HANG")
     await until(lambda: bool(gw.registry.snapshot()["entries"]))
     run_id = gw.registry.snapshot()["entries"][0]["runId"]
-    params = {"session_key": KEY, "run_id": run_id, "reason": "stuck", "messages": [],
-              "intent": 41, "request_id": "req-7"}  # fmt: skip
+    params = {
+        "session_key": KEY,
+        "run_id": run_id,
+        "reason": "stuck",
+        "messages": [],
+        "intent": 41,
+        "request_id": "req-7",
+    }
 
     with capture_logs() as logs:
         answer = await command_client.call_bridge("sim", "force_clear", params, timeout_s=5)
