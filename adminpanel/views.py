@@ -227,7 +227,7 @@ def gateways(request: HttpRequest) -> HttpResponse:
         return bad_request(request, form)
     rows = list(Gateway.objects.order_by("name").prefetch_related(_policies()))
     for g in rows:
-        g.scope_notes = scope_notes(g)
+        g.scope_notes = scope_notes(g)  # type: ignore[attr-defined]
     context = {
         "gateways": rows,
         "observer_limits": " ".join(OBSERVER_BLIND_SPOTS),

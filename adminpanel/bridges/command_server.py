@@ -159,7 +159,8 @@ async def serve(bridge: Bridge, stop: asyncio.Event) -> None:
 
     async def handle(message: dict[str, Any]) -> None:
         refusal = verify(bridge.gateway, message, seen)
-        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        given = message.get("params")
+        params: dict[str, Any] = given if isinstance(given, dict) else {}
         if refusal:
             log.warning("bridge_command_refused", gateway=bridge.gateway,
                         command=str(message.get("command"))[:40], reason=refusal)  # fmt: skip

@@ -85,8 +85,8 @@ class Ingestor:
         result = IngestResult()
         placed, loose = rejects.unplaced(rejects.screen(events))
         rejections = rejects.Rejections()
-        for ev in loose:
-            rejections.note(ev)
+        for rejected in loose:
+            rejections.note(rejected)
         by_gateway: dict[str, list[RegistryEvent]] = defaultdict(list)
         for ev in placed:
             by_gateway[ev.gateway].append(ev)
