@@ -468,7 +468,8 @@ async def _ask_bridge(
         "run_id": a.target.expect_run_id,
         "reason": a.reason,
         "messages": [[m.text, m.idempotency_key] for m in a.messages],
-        "intent": a.intent and a.intent.pk,  # the bridge logs these: its line and the audit name each other
+        "intent": a.intent
+        and a.intent.pk,  # the bridge logs these: its line and the audit name each other
         "request_id": a.request_id,
     }
     sent = {"command": a.action, "params": commands.step_params(

@@ -133,22 +133,25 @@ def bounded(event: ev.RegistryEvent) -> ev.RegistryEvent:
     if not math.isfinite(received_at):  # our own clock; never the gateway's
         raise OutOfBounds(f"received_at is {received_at!r}")
     changes: dict[str, Any] = {}
-    for name in _field_names(type(event)):
+    earliest, latest = EARLIEST_AT, received_at + MAX_FUTURE_S
+    for name, how in _plan(type(event)):
         value = getattr(event, name)
-        if name in TIME_FIELDS:
-            if value is not None and plausible_at(value, received_at) != value:
+        if how == _TIME:
+            # NaN fails both comparisons, infinities one: all become the receive time.
+            if value is not None and not earliest <= value <= latest:
                 changes[name] = received_at
-        elif name in INT_FIELDS:
+        elif how == _ID:
+            if len(value) > ID_LIMITS[name] or not _clean_ascii(value):
+                check_id(name, value)
+        elif how == _TEXT:
+            if len(value) > TEXT_LIMITS.get(name, len(value)) or not _clean_ascii(value):
+                text = clean_text(value)[: TEXT_LIMITS.get(name, len(value))]
+                if text != value:
+                    changes[name] = text
+        elif how == _INT:
             check_int(name, value)
-        elif name == "timeout_ms":
-            if timeout_ms(value) != value:
-                changes[name] = None
-        elif name in ID_LIMITS:
-            check_id(name, value)
-        elif isinstance(value, str):
-            text = clean_text(value)[: TEXT_LIMITS.get(name, len(value))]
-            if text != value:
-                changes[name] = text
+        elif timeout_ms(value) != value:
+            changes[name] = None
     if isinstance(event, ev.Snapshot):
         changes.update(_bounded_snapshot_parts(event))
     return dataclasses.replace(event, **changes) if changes else event
@@ -179,14 +182,33 @@ def _bounded_snapshot_parts(snapshot: ev.Snapshot) -> dict[str, Any]:
     }
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_TIME, _ID, _TEXT, _INT, _TIMEOUT = range(5)
+_PLANS: dict[type, tuple[tuple[str, int], ...]] = {}
 
 
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
+def _plan(cls: type) -> tuple[tuple[str, int], ...]:
+    """Which check each field of an event class gets, worked out once per class."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        steps = []
+        for f in dataclasses.fields(cls):
+            if f.name in TIME_FIELDS:
+                steps.append((f.name, _TIME))
+            elif f.name in INT_FIELDS:
+                steps.append((f.name, _INT))
+            elif f.name == "timeout_ms":
+                steps.append((f.name, _TIMEOUT))
+            elif f.name in ID_LIMITS:
+                steps.append((f.name, _ID))
+            elif f.type in ("str", str):
+                steps.append((f.name, _TEXT))
+        plan = _PLANS[cls] = tuple(steps)
+    return plan
+
+
+def _clean_ascii(value: str) -> bool:
+    """The common case, cheaply: ASCII without NUL needs nothing done."""
+    return value.isascii() and "\x00" not in value
 
 
 def bounded_entry(entry: ev.SnapshotEntry, received_at: float) -> ev.SnapshotEntry:

@@ -181,11 +181,22 @@ class Ingestor:
                 raise
             except Exception as exc:
                 ready[i] = rejects.as_rejected(ev, f"{ev.kind} not stored: {_first_line(exc)}")
-                if ready[i].boot_id:  # its note on the timeline, in its place
-                    with transaction.atomic():
-                        self._write_events(gw, [ready[i]], now)
+                self._write_note(gw, ready[i], now)
             gw.boot_id = ready[i].boot_id or gw.boot_id
         return changed
+
+    def _write_note(self, gw: GatewayRow, note: RegistryEvent, now: float) -> None:
+        """A rejected event's row on the timeline, in its place; never fails the batch."""
+        if not note.boot_id:
+            return
+        try:
+            with transaction.atomic():
+                self._write_events(gw, [note], now)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:
+            log.error("rejected_frame_not_noted", gateway=gw.name, seq=note.seq,
+                      error=_first_line(exc))  # fmt: skip
 
     def _resync_allowed(self, name: str, now: float) -> bool:
         if now - self._resynced_at.get(name, float("-inf")) < REJECTION_RESYNC_S:

@@ -9,6 +9,8 @@ gateways page, and each one is logged as ``frame_rejected``.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -61,7 +63,9 @@ def screen(events: Iterable[RegistryEvent]) -> list[RegistryEvent]:
 
 def as_rejected(event: RegistryEvent, reason: str) -> FrameRejected:
     """The rejection note standing in for ``event`` (in its place when its seq is usable)."""
-    received = event.received_at if isinstance(event.received_at, float) else 0.0
+    received = event.received_at
+    if not isinstance(received, int | float) or not math.isfinite(received):
+        received = time.time()  # our own clock was the bad value: now is the best we have
     payload = {"bootId": event.boot_id, "seq": event.seq, "kind": event.kind}
     return rejected_frame(event.gateway, payload, received, reason)
 
