@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.support import percentile, setup_django
-from tests.app_server import AppServer
+from tests.support.app_server import AppServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -75,7 +75,7 @@ def login_cookie() -> tuple[str, str]:
     from django.conf import settings
     from django.test import Client
 
-    from tests.users import make_user
+    from tests.support.users import make_user
 
     make_user("bench-viewer", password="bench-viewer-pw", role="viewer")
     client = Client()

@@ -130,7 +130,7 @@ def page_getter(path: str = "/") -> Callable[[], Any]:
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from tests.users import make_user
+    from tests.support.users import make_user
 
     user = User.objects.filter(username="bench").first() or make_user("bench", role="viewer")
     client = Client()

@@ -19,7 +19,7 @@ from adminpanel.models import Gateway
 from gateway_bridge.connection import ConnectionState
 from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
 from tests.api.support import get, post
-from tests.test_views import Stream, ingest, locked_sessions
+from tests.support.streams import Stream, ingest, locked_sessions
 
 pytestmark = pytest.mark.django_db
 
