@@ -90,7 +90,7 @@ lint: venv $(DEMO_KEY)
 	$(VENV)/bin/ruff format --check .
 	$(KEY_ENV) $(VENV)/bin/mypy adminpanel gateway_bridge runboard simgateway stack
 
-bench: venv $(DEMO_KEY)
+bench: venv system-deps $(DEMO_KEY)
 	$(KEY_ENV) $(PY) -m bench
 
 clean:
