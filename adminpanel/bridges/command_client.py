@@ -15,10 +15,12 @@ do next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable
+import uuid
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from channels.layers import get_channel_layer
 
@@ -60,6 +62,48 @@ class CommandAnswer:
         )
 
 
+class Inbox:
+    """This process's one reply channel, read by one receive loop for every waiting call.
+
+    A call that times out stops waiting on its own future; the layer's receive()
+    is never cancelled mid-way, which on channels-redis would drop the replies
+    of other calls buffered for the same process.
+    """
+
+    inboxes: ClassVar[dict[tuple[int, int], Inbox]] = {}
+
+    def __init__(self, layer: Any, channel: str) -> None:
+        self.layer = layer
+        self.channel = channel
+        self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.reader = asyncio.create_task(self.read(), name="bridge-replies")
+
+    @classmethod
+    async def of(cls, layer: Any) -> Inbox:
+        key = (id(layer), id(asyncio.get_running_loop()))
+        inbox = cls.inboxes.get(key)
+        if inbox is None or inbox.reader.done():
+            inbox = cls(layer, await layer.new_channel("runboard-reply."))
+            cls.inboxes[key] = inbox
+        return inbox
+
+    async def read(self) -> None:
+        while True:
+            message = await self.layer.receive(self.channel)
+            waiter = self.waiting.pop(str(message.get("request", "")), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+
+    @contextlib.contextmanager
+    def expect(self, request: str) -> Iterator[asyncio.Future[dict[str, Any]]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiting[request] = future
+        try:
+            yield future
+        finally:
+            self.waiting.pop(request, None)
+
+
 class BridgeCaller(Protocol):
     """How an action reaches a gateway's bridge: ``call_bridge`` from the web process,
     or the bridge itself when the caller runs beside it (recovery)."""
@@ -82,25 +126,28 @@ async def call_bridge(
     layer = get_channel_layer()
     if layer is None:
         raise BridgeNotAnswering("no channel layer is configured; nothing was sent")
-    reply_to = await layer.new_channel("runboard-reply.")
+    inbox = await Inbox.of(layer)
+    request = uuid.uuid4().hex
     deadline = time.time() + timeout_s
-    await layer.group_send(
-        group_for(gateway),
-        {
-            "type": MESSAGE_TYPE,
-            "command": command,
-            "params": params,
-            "reply_to": reply_to,
-            "deadline": deadline,
-        },
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            message = await layer.receive(reply_to)
-    except TimeoutError:
-        raise BridgeNotAnswering(
-            f"no answer from the bridge of {gateway!r} within {timeout_s:g} s: the bridge is "
-            "not running, or the gateway is still working on the call (it may still act; "
-            "nothing will be retried)"
-        ) from None
+    with inbox.expect(request) as reply:
+        await layer.group_send(
+            group_for(gateway),
+            {
+                "type": MESSAGE_TYPE,
+                "command": command,
+                "params": params,
+                "reply_to": inbox.channel,
+                "request": request,
+                "deadline": deadline,
+            },
+        )
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await reply
+        except TimeoutError:
+            raise BridgeNotAnswering(
+                f"no answer from the bridge of {gateway!r} within {timeout_s:g} s: the bridge "
+                "is not running, or the gateway is still working on the call (it may still "
+                "act; nothing will be retried)"
+            ) from None
     return CommandAnswer.from_reply(message)
