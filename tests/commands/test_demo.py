@@ -198,8 +198,9 @@ def stuck_notice(bodies: list[Any]) -> dict[str, Any] | None:
     """The first notice raising ``no_progress`` for a session, if one came."""
     for body in list(bodies):
         flag = body.get("flag") if isinstance(body, dict) else None
-        raised = isinstance(flag, dict) and body.get("event") == "flag_raised"
-        if raised and flag.get("code") == "no_progress" and body.get("session_key"):
+        if not isinstance(flag, dict) or body.get("event") != "flag_raised":
+            continue
+        if flag.get("code") == "no_progress" and body.get("session_key"):
             return dict(body)
     return None
 
