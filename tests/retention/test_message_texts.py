@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.utils import timezone
 
 from adminpanel import actions, retention
@@ -90,6 +91,8 @@ async def hung_session(
     gw = await sim_gateway(profile="2026.9", **FAST)
     async with mirrored(gw):
         yield await hung_run(gw)
+    # The worker thread's connection, so PostgreSQL can drop the test database after the run.
+    await sync_to_async(connections.close_all)()
 
 
 @sync_to_async
