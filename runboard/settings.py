@@ -265,6 +265,8 @@ RUNBOARD_RECOVERY_TICK_S = env_float("RUNBOARD_RECOVERY_TICK_S", 1.0, minimum=0.
 # audit entries never do. `manage.py prune` deletes them this many rows per transaction.
 RUNBOARD_RETENTION_DAYS = env_int("RUNBOARD_RETENTION_DAYS", 30, minimum=1)
 RUNBOARD_PRUNE_BATCH = env_int("RUNBOARD_PRUNE_BATCH", 5000, minimum=1)
+# Users' message texts kept for requeue are blanked once requeued, and after this many days.
+RUNBOARD_MESSAGE_TEXT_DAYS = env_int("RUNBOARD_MESSAGE_TEXT_DAYS", 7, minimum=1)
 
 # --- Observability (adminpanel/observability/) ---------------------------------
 # A Bearer token Prometheus may send to /metrics instead of a viewer's API token.
