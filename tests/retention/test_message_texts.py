@@ -22,8 +22,8 @@ from adminpanel import actions, retention
 from adminpanel.actions import Actor, Target
 from adminpanel.models import DispatchSkip, Session, Waiter
 from tests.actions.support import HUNG, hung_run, mirrored
-from tests.fixtures_sim import FAST, SimGatewayFactory
 from tests.retention.support import DAY, NOW, make_session
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ from adminpanel.detect import RULE_CODES
 from adminpanel.management.commands.demo import SIM_GATEWAYS, SIM_TOKEN
 from adminpanel.models import DispatchSkip, Flag
 from simgateway.cli import workload_for
-from tests.fixtures_sim import SimGatewayFactory
+from tests.support.fixtures_sim import SimGatewayFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
