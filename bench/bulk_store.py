@@ -10,6 +10,7 @@ and are received over the last ``span_s`` seconds before ``now``.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 CHUNK = 100_000  # rows per statement (and transaction)
 KINDS = ("lock_acquired", "phase_changed", "run_activity", "run_ended", "lock_released")
@@ -59,7 +60,7 @@ def load_timeline(rows: int, now: datetime, span_s: float = 29 * 86400) -> int:
     for lo in range(0, rows, CHUNK):
         hi = min(rows, lo + CHUNK)
         if connection.vendor == "postgresql":
-            params: list[object] = [t0, step_ms, first, sessions, lo, hi]
+            params: list[Any] = [t0, step_ms, first, sessions, lo, hi]
         else:
             naive = str(t0.astimezone(UTC).replace(tzinfo=None))
             params = [lo, hi, naive, step_ms, first, sessions]

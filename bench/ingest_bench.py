@@ -94,7 +94,9 @@ def run_raw(
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    (gateway_pk,) = db.execute("SELECT id FROM adminpanel_gateway WHERE name = ?", (GATEWAY,)).fetchone()
+    (gateway_pk,) = db.execute(
+        "SELECT id FROM adminpanel_gateway WHERE name = ?", (GATEWAY,)
+    ).fetchone()
     started = time.perf_counter()
     writer = RawWriter(
         db, mark="?", dt=sqlite_text, js=json_text, gateway_pk=gateway_pk, flags=flags,

@@ -85,7 +85,9 @@ def run_raw(
 
     with psycopg.connect(url) as db:
         started = time.perf_counter()
-        writer = RawWriter(db, mark="%s", dt=aware, js=json_text, gateway_pk=gateway_pk, flags=flags)
+        writer = RawWriter(
+            db, mark="%s", dt=aware, js=json_text, gateway_pk=gateway_pk, flags=flags
+        )
         for i, (events, now) in enumerate(batches):
             writer.apply(events, i, now)
         elapsed = time.perf_counter() - started
@@ -129,10 +131,12 @@ def measure(url: str, events: Sequence[RegistryEvent]) -> dict[str, Any]:
 
 def main() -> None:
     events = recorded_stream()[:EVENTS]
-    with tempfile.TemporaryDirectory(prefix="runboard-pg-ingest-") as tmp:
-        with postgres(SCRATCH_DB) as url:
-            setup_django_on(Path(tmp), url)
-            figures = measure(url, events)
+    with (
+        tempfile.TemporaryDirectory(prefix="runboard-pg-ingest-") as tmp,
+        postgres(SCRATCH_DB) as url,
+    ):
+        setup_django_on(Path(tmp), url)
+        figures = measure(url, events)
     print(json.dumps(figures), flush=True)
 
 

@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway_bridge.events import (
     TERMINAL_PHASES,
@@ -104,6 +104,12 @@ class _Row:
     def __init__(self, pk: int, **values: Any) -> None:
         self.pk, self.stored = pk, False
         self.__dict__.update(values)
+
+    if TYPE_CHECKING:  # columns are set at run time
+
+        def __getattr__(self, name: str) -> Any: ...
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def get(self, names: Sequence[str], dt: Callable[[Any], Any]) -> list[Any]:
         d = self.__dict__
@@ -237,8 +243,9 @@ class RawWriter:
             if s.locked and s.run_id == ev.run_id:
                 _unlock(s)
         elif isinstance(ev, WaiterAdded):
-            self._waiter(s, ev.boot_id, ev.waiter_id, ev.blocking_run_id, ev.timeout_ms, ev.at,
-                         ev.turn_kind, ev.message_id, ev.message_preview, ev.message_text)  # fmt: skip
+            self._waiter(s, ev.boot_id, ev.waiter_id, ev.blocking_run_id, ev.timeout_ms,
+                         ev.at, ev.turn_kind, ev.message_id, ev.message_preview,
+                         ev.message_text)  # fmt: skip
         elif isinstance(ev, WaiterResolved):
             w = self.waiters.pop((ev.boot_id, ev.waiter_id), None)
             if w is not None:
@@ -263,7 +270,8 @@ class RawWriter:
             parts = key.split(":")
             s = self.sessions[key] = _Row(
                 self._pk("s"), gateway_id=self.gw, session_key=key,
-                agent=parts[1] if len(parts) > 2 else "", channel=parts[2] if len(parts) > 2 else "",
+                agent=parts[1] if len(parts) > 2 else "",
+                channel=parts[2] if len(parts) > 2 else "",
                 session_id="", store_status="", store_status_at=None, locked=False, run_id="",
                 phase="", result="", result_code="", lock_acquired_at=None, last_progress_at=None,
                 ended_at=None, waiter_count=0, flag_count=0, worst_severity="", updated_at=None,
@@ -364,8 +372,9 @@ class RawWriter:
                     del self.waiters[(w.boot_id, w.waiter_id)]
                     self._resolve(s, w, ev.at, "cleared")
             for sw in entry.waiters:
-                self._waiter(s, ev.boot_id, sw.waiter_id, entry.run_id, sw.timeout_ms, sw.since,
-                             sw.turn_kind, sw.message_id, sw.message_preview, sw.message_text)  # fmt: skip
+                self._waiter(s, ev.boot_id, sw.waiter_id, entry.run_id, sw.timeout_ms,
+                             sw.since, sw.turn_kind, sw.message_id, sw.message_preview,
+                             sw.message_text)  # fmt: skip
         for key, status in ev.session_statuses.items():
             s = self._session(key, ev.at)
             s.store_status, s.store_status_at = status, ev.at

@@ -75,7 +75,8 @@ def prepare_store(gateway_port: int) -> tuple[str, str]:
     Gateway.objects.filter(pk__in=stored).update(enabled=False)  # stored, not mirrored
     started = time.perf_counter()
     rows = load_timeline(TIMELINE_ROWS, NOW)
-    log(f"{SESSIONS} sessions and {rows} timeline rows stored in {time.perf_counter() - started:.0f} s")
+    fill_s = time.perf_counter() - started
+    log(f"{SESSIONS} sessions and {rows} timeline rows stored in {fill_s:.0f} s")
     Gateway.objects.create(
         name=GATEWAY, url=f"ws://127.0.0.1:{gateway_port}", token=TOKEN, enabled=True
     )
@@ -85,9 +86,8 @@ def prepare_store(gateway_port: int) -> tuple[str, str]:
 def wait_http(url: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/healthz", timeout=5):
-                return
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/healthz", timeout=5):
+            return
         time.sleep(0.3)
     raise SystemExit(f"the web worker at {url} did not answer within {timeout_s:.0f} s")
 
@@ -107,7 +107,7 @@ async def load(url: str, cookie: str, seconds: float, pids: dict[str, int]) -> d
         try:
             async for _ in sockets[n]:
                 received[n] += 1
-        except Exception as exc:  # noqa: BLE001 - reported, not hidden
+        except Exception as exc:  # reported, not hidden
             errors.append(f"viewer {n}: {exc!r}")
 
     def page() -> int:
@@ -247,7 +247,9 @@ def measure(folder: Path, load_s: float) -> dict[str, Any]:
         "viewer_errors": result["viewer_errors"],
         "pages_ok": result["pages_ok"],
         "pages_failed": result["pages_failed"],
-        "all_served": alive and not result["viewer_errors"] and not result["pages_failed"]
+        "all_served": alive
+        and not result["viewer_errors"]
+        and not result["pages_failed"]
         and min(result["viewer_messages"]) > 0,
     }
 

@@ -227,7 +227,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--timeline-rows", type=int, default=0,
                         help="bulk-load this many timeline rows and measure page and ingest "
                         "against the empty-timeline store")  # fmt: skip
-    parser.add_argument("--postgres", action="store_true", help="on PostgreSQL (with --timeline-rows)")
+    parser.add_argument(
+        "--postgres", action="store_true", help="on PostgreSQL (with --timeline-rows)"
+    )
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,4 @@
-"""What every benchmark shares: scratch Django set-ups (SQLite, PostgreSQL), percentiles, ingest runs."""
+"""What benchmarks share: scratch Django set-ups (SQLite, PostgreSQL), percentiles, ingest runs."""
 
 from __future__ import annotations
 
