@@ -21,6 +21,7 @@ Run: ``.venv/bin/python -m bench.pg_ingest`` (or ``python -m bench pg_ingest``).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -45,7 +46,7 @@ from gateway_bridge.events import RegistryEvent
 
 BATCH = 2000
 RUNS = 3
-EVENTS = 100_000
+EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
 GATEWAY = "bench"
 SCRATCH_DB = "runboard_pg_ingest_bench"
 
