@@ -20,6 +20,7 @@ BENCHMARKS = (
     "pg_ingest",
     "sessions_page_1m",
     "rss",
+    "fanout",
 )
 # Names that run another benchmark's module with arguments.
 PRESETS = {"sessions_page_1m": ("sessions_page", "--timeline-rows", "1000000")}
