@@ -202,7 +202,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "adminpanel.live.redis_layer.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "group_expiry": GROUP_EXPIRY_S},
+            # A viewer's channel holds this many pushes before channels-redis drops the
+            # next (its default, 100, was overrun by a slow viewer under 500 events/s).
+            "CONFIG": {"hosts": [REDIS_URL], "group_expiry": GROUP_EXPIRY_S, "capacity": 1000},
         }
     }
 elif CHANNEL_HUB:
