@@ -195,6 +195,10 @@ class BridgeSupervisor:
             connection.close()
             log.warning("detect_tick_failed", error=first_line(exc))
             return set()
+        except DatabaseError:
+            # Not the database being away: a bug to see in the log, never the bridge's end.
+            log.exception("detect_tick_failed")
+            return set()
 
     def add_bridge(self, name: str) -> Running:
         """The bridge for ``name``, not yet running (``start_bridge`` runs it)."""
