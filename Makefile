@@ -15,7 +15,7 @@ BASE_PYTHON := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/pyth
 # Tests that need neither Chromium nor OpenClaw: the edit-and-test loop.
 FAST := -m "not browser and not openclaw"
 # The folders that also run on PostgreSQL and Redis (stack/with_backends.py).
-BACKEND_TESTS := tests/ingest tests/live tests/actions tests/api tests/audit
+BACKEND_TESTS := tests/ingest tests/live tests/actions tests/api tests/audit tests/retention tests/bridges/test_leases.py
 
 help:
 	@echo "make demo       set up and start Runboard with a simulated gateway on http://127.0.0.1:8000"
@@ -90,7 +90,7 @@ lint: venv $(DEMO_KEY)
 	$(VENV)/bin/ruff format --check .
 	$(KEY_ENV) $(VENV)/bin/mypy adminpanel gateway_bridge runboard simgateway stack
 
-bench: venv $(DEMO_KEY)
+bench: venv system-deps $(DEMO_KEY)
 	$(KEY_ENV) $(PY) -m bench
 
 clean:

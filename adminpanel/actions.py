@@ -148,7 +148,8 @@ def session_state(session: Session) -> dict[str, Any]:
     }
 
 
-def _key(gateway: str, source: str, ident: str) -> str:
+def requeue_key(gateway: str, source: str, ident: str) -> str:
+    """The idempotency key a held message is requeued under, the same on every attempt."""
     digest = hashlib.sha256(f"{gateway}\0{source}\0{ident}".encode()).hexdigest()[:24]
     return f"runboard-requeue-{digest}"
 
@@ -171,7 +172,7 @@ def held_messages(session: Session) -> list[HeldMessage]:
         .order_by("since")[:MAX_MESSAGES]
     )
     for w in waiters:
-        key = _key(gateway, "waiter", f"{w.boot_id}/{w.waiter_id}")
+        key = requeue_key(gateway, "waiter", f"{w.boot_id}/{w.waiter_id}")
         message = HeldMessage(w.text, key, "waiter", w.since.isoformat(), w.preview)
         found.append((w.message_id or w.text, message))
     skips = (
@@ -180,7 +181,7 @@ def held_messages(session: Session) -> list[HeldMessage]:
         .order_by("at")[:MAX_MESSAGES]
     )
     for skip in skips:
-        key = _key(gateway, "skip", skip.message_id or f"{skip.boot_id}/{skip.seq}")
+        key = requeue_key(gateway, "skip", skip.message_id or f"{skip.boot_id}/{skip.seq}")
         message = HeldMessage(skip.text, key, "skip", skip.at.isoformat(), skip.preview)
         found.append((skip.message_id or skip.text, message))
     done = requeued_keys(session)

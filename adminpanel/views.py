@@ -6,6 +6,7 @@ there too); the session's history reads as ``timeline`` words it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
+from adminpanel.bridges import leases
 from adminpanel.forms import (
     REFRESH_CHOICES,
     SORTS,
@@ -220,12 +222,23 @@ def _policies() -> Prefetch[Any]:
     return Prefetch("policies", queryset=enabled, to_attr="enabled_policies")
 
 
+def with_bridges(gateways: Iterable[Gateway]) -> list[Gateway]:
+    """Each gateway with ``bridge``: the unexpired lease of the bridge that mirrors it, or None."""
+    now = timezone.now()
+    rows = list(gateways)
+    for g in rows:
+        g.bridge = leases.holder_of(g, now)  # type: ignore[attr-defined]
+    return rows
+
+
 @view_required
 def gateways(request: HttpRequest) -> HttpResponse:
     form = StrictQueryForm(request.GET)
     if not form.is_valid():
         return bad_request(request, form)
-    rows = list(Gateway.objects.order_by("name").prefetch_related(_policies()))
+    rows = with_bridges(
+        Gateway.objects.select_related("lease").order_by("name").prefetch_related(_policies())
+    )
     for g in rows:
         g.scope_notes = scope_notes(g)  # type: ignore[attr-defined]
     context = {

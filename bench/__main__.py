@@ -16,7 +16,14 @@ BENCHMARKS = (
     "event_to_dom",
     "viewer_queries",
     "retention_bench",
+    "failover",
+    "pg_ingest",
+    "sessions_page_1m",
+    "rss",
+    "fanout",
 )
+# Names that run another benchmark's module with arguments.
+PRESETS = {"sessions_page_1m": ("sessions_page", "--timeline-rows", "1000000")}
 
 
 def main(names: list[str]) -> int:
@@ -25,7 +32,8 @@ def main(names: list[str]) -> int:
         if name not in BENCHMARKS:
             print(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
             return 2
-        result = subprocess.run([sys.executable, "-m", f"bench.{name}"], check=False)
+        module, *args = PRESETS.get(name, (name,))
+        result = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], check=False)
         failed += result.returncode != 0
     return 1 if failed else 0
 

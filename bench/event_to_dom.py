@@ -2,16 +2,22 @@
 
 The real app (``manage.py demo``: daphne, and the bridge in its child process) mirrors
 a simulated gateway (2026.9 profile) on loopback; Chromium (Playwright) shows
-the sessions page, logged in. A sample: the bench makes one idle "probe"
+the sessions page, logged in. A sample: the bench makes one "probe"
 session hang (``send_inbound(key, "HANG")``), the gateway emits the lock at
 once, and a MutationObserver in the page stamps the moment the row with the
 lock age is swapped in; the latency is that stamp minus the wall-clock time
-just before the gateway was told. The probe is then aborted (lock released)
-and rested before it is used again.
+just before the gateway was told. The probe is then aborted (lock released).
+Half the samples are on quiet rows (still for 1.5 s, past the broadcaster's
+1 s quiet threshold: they go out at once), half on busy ones (the same probe
+again 0.2 s after its release reached the page: the broadcaster holds a busy
+row to its row interval and the paced flush); the figures are printed for
+all samples and for each kind (``busy_p99``, ``quiet_p99``).
 
 Measured under load: 50 other WebSocket viewers connected (a separate
-process reading every message) while the gateway emits ``EVENTS_PER_S``
-registry events per second (quick turns on other sessions). The baseline,
+process reading every message, reporting how many each received in the
+window, ``viewer_messages_min``, and any read error, ``viewer_errors``)
+while the gateway emits ``EVENTS_PER_S`` registry events per second
+(quick turns on other sessions). The baseline,
 measured in the same run on the same server: the same samples with only the
 browser connected and no load. Goal: p99 <= 100 ms.
 
@@ -21,7 +27,7 @@ process's work.
 
 ``python -m bench.event_to_dom --bridge inline`` measures the older topology,
 the bridge on the web server's loop, for comparison.
-``python -m bench.event_to_dom viewers URL COOKIE N`` is the viewers' process.
+``python -m bench.event_to_dom viewers URL[,URL...] COOKIE N`` is the viewers' process.
 """
 
 from __future__ import annotations
@@ -38,12 +44,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.support import percentile, setup_django
-from tests.app_server import AppServer
+from tests.support.app_server import AppServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -62,8 +69,11 @@ PROBES = 12
 LOAD_SESSIONS = 24
 VIEWERS = 50
 EVENTS_PER_S = 500
-SAMPLES = 120
-SAMPLE_GAP_S = 0.3  # samples apart, so the no-load baseline is quiet
+SAMPLES = 120  # per phase: half on quiet rows, half on busy ones
+QUIET_AFTER_S = 1.0  # the broadcaster's quiet_after_s: a row still that long goes out at once
+QUIET_GAP_S = 1.5  # a quiet sample's row has been still at least this long
+BUSY_GAP_S = 0.2  # a busy sample follows its row's previous push by this much
+SERVED_SHARE = 0.95  # a served viewer got at least this share of the best-served one's messages
 WAIT_MS = 10_000  # an upper bound per sample, not an expectation
 
 
@@ -75,7 +85,7 @@ def login_cookie() -> tuple[str, str]:
     from django.conf import settings
     from django.test import Client
 
-    from tests.users import make_user
+    from tests.support.users import make_user
 
     make_user("bench-viewer", password="bench-viewer-pw", role="viewer")
     client = Client()
@@ -93,10 +103,18 @@ class Server(AppServer):
 
 
 class Viewers:
-    """``count`` WebSocket viewers in their own process, each reading every message."""
+    """``count`` WebSocket viewers in their own process, spread over ``urls``, each reading all.
 
-    def __init__(self, server: Server, cookie: tuple[str, str], count: int) -> None:
-        self.args = [server.url.replace("http", "ws", 1), "=".join(cookie), str(count)]
+    ``mark`` asks the process for every viewer's count so far (SIGUSR1), so a
+    window's messages are the difference of two marks; ``stop`` ends it
+    (SIGINT) and returns its report: per viewer the messages and bytes
+    received and the error that ended its reading, if any (None: it read
+    until the bench closed it).
+    """
+
+    def __init__(self, urls: Sequence[str], cookie: tuple[str, str], count: int) -> None:
+        ws_urls = ",".join(url.replace("http", "ws", 1) for url in urls)
+        self.args = [ws_urls, "=".join(cookie), str(count)]
         self.process: subprocess.Popen[str] | None = None
 
     def _spawn(self) -> subprocess.Popen[str]:
@@ -110,42 +128,107 @@ class Viewers:
         assert self.process.stdout is not None
         line = await asyncio.to_thread(self.process.stdout.readline)
         if not line.startswith("connected"):
-            raise SystemExit(f"viewers did not connect: {line!r}")
+            raise SystemExit(f"viewers did not start: {line!r}")
+
+    async def mark(self) -> list[int]:
+        """Every viewer's message count so far."""
+        assert self.process is not None and self.process.stdout is not None
+        self.process.send_signal(signal.SIGUSR1)
+        line = await asyncio.to_thread(self.process.stdout.readline)
+        return list(json.loads(line)["mark"])
 
     async def stop(self) -> dict[str, Any]:
         assert self.process is not None and self.process.stdout is not None
         self.process.send_signal(signal.SIGINT)
         out = await asyncio.to_thread(self.process.stdout.read)
         await asyncio.to_thread(self.process.wait, 30)
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
+        lines = [line for line in out.splitlines() if line.startswith('{"messages"')]
+        if not lines:
+            code = self.process.returncode
+            raise SystemExit(f"the viewers' process reported nothing (exit {code})")
+        return dict(json.loads(lines[-1]))
 
 
-async def run_viewers(ws_url: str, cookie: str, count: int) -> None:
-    """The viewers' process: connect, say so, read until SIGINT, print what was received."""
-    from websockets.asyncio.client import connect
+def viewers_served(
+    start: Sequence[int], end: Sequence[int], report: dict[str, Any]
+) -> dict[str, Any]:
+    """A window's viewer figures: the fewest and most messages, the errors, whether all were served.
 
-    headers = {"Cookie": cookie, "Origin": ws_url.replace("ws", "http", 1)}
+    Served: every viewer connected, read without an error until the bench
+    closed it, and received at least ``SERVED_SHARE`` of the messages the
+    best-served viewer did in the window (a viewer the channel layer dropped
+    messages for falls short of that).
+    """
+    window = [b - a for a, b in zip(start, end, strict=True)]
+    errors = [e for e in report["errors"] if e is not None]
+    most = max(window, default=0)
+    behind = sum(1 for n in window if n < SERVED_SHARE * most)
+    return {
+        "viewer_messages_min": min(window, default=0),
+        "viewer_messages_max": most,
+        "viewers_behind": behind,
+        "viewer_errors": len(errors),
+        "viewer_error_examples": sorted(set(errors))[:3],
+        "all_viewers_served": bool(window) and not errors and behind == 0 and most > 0,
+    }
+
+
+async def run_viewers(ws_urls: str, cookie: str, count: int) -> None:
+    """The viewers' process: connect, say so, read until SIGINT, print what was received.
+
+    A viewer whose connection fails or ends before the bench closes it
+    reports why; nothing is swallowed.
+    """
+    from websockets.asyncio.client import ClientConnection, connect
+
+    urls = ws_urls.split(",")
     received = [0] * count
     sizes = [0] * count
-    sockets = [await connect(f"{ws_url}/ws/sessions/", additional_headers=headers,
-                             max_size=None) for _ in range(count)]  # fmt: skip
+    errors: list[str | None] = [None] * count
+    sockets: list[ClientConnection | None] = [None] * count
+    closing = asyncio.Event()
+
+    async def open_one(n: int) -> None:
+        url = urls[n % len(urls)]
+        headers = {"Cookie": cookie, "Origin": url.replace("ws", "http", 1)}
+        try:
+            sockets[n] = await connect(f"{url}/ws/sessions/", additional_headers=headers,
+                                       max_size=None, open_timeout=30)  # fmt: skip
+        except Exception as exc:  # reported below, not swallowed
+            errors[n] = f"connect: {type(exc).__name__}: {exc}"
 
     async def read(n: int) -> None:
-        with contextlib.suppress(Exception):
-            async for message in sockets[n]:
+        ws = sockets[n]
+        if ws is None:
+            return
+        try:
+            async for message in ws:
                 received[n] += 1
                 sizes[n] += len(message)
+        except Exception as exc:  # reported below, not swallowed
+            if not closing.is_set():
+                errors[n] = f"read: {type(exc).__name__}: {exc}"
+            return
+        if not closing.is_set():
+            errors[n] = f"closed by the server: {ws.close_code} {ws.close_reason}"
 
+    for n in range(count):  # one at a time, as people arrive; a burst would be a test of accept
+        await open_one(n)
     readers = [asyncio.create_task(read(n)) for n in range(count)]
-    print("connected", flush=True)
+    print(f"connected {sum(ws is not None for ws in sockets)} of {count}", flush=True)
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(
+        signal.SIGUSR1, lambda: print(json.dumps({"mark": received}), flush=True)
+    )
     await stop.wait()
+    closing.set()
     for ws in sockets:
-        await ws.close()
-    await asyncio.gather(*readers, return_exceptions=True)
-    print(json.dumps({"messages": received, "bytes": sizes}), flush=True)
+        if ws is not None:
+            await ws.close()
+    await asyncio.gather(*readers)
+    print(json.dumps({"messages": received, "bytes": sizes, "errors": errors}), flush=True)
 
 
 # --- the measurement ------------------------------------------------------------------------
@@ -222,9 +305,9 @@ class PageTimes:
                 await asyncio.wait_for(stop.wait(), self.every_s)
 
 
-async def timing_pages(
-    url: str, cookie: tuple[str, str], work: Awaitable[list[float]]
-) -> tuple[list[float], list[float]]:
+async def timing_pages[T](
+    url: str, cookie: tuple[str, str], work: Awaitable[T]
+) -> tuple[T, list[float]]:
     """``work``'s result, and the page load times taken while it ran."""
     pages, stop = PageTimes(url, cookie), asyncio.Event()
     timing = asyncio.create_task(pages.run(stop))
@@ -269,26 +352,83 @@ class Load:
             await asyncio.sleep(0.01)
 
 
-async def sample(page: Any, gateway: Any, probes: list[tuple[str, str]], count: int) -> list[float]:
-    """``count`` lock-appears latencies (ms), cycling through the probe sessions."""
-    latencies: list[float] = []
-    aborted: dict[str, float] = {}
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One lock-appears latency and how long its row had been still before (as the page saw it)."""
+
+    ms: float
+    idle_s: float
+
+    @property
+    def busy(self) -> bool:
+        return self.idle_s < QUIET_AFTER_S
+
+
+Poke = Callable[[str], Awaitable[None]]
+
+
+async def sample(
+    page: Any,
+    hang: Poke,
+    release: Poke,
+    probes: list[tuple[str, str]],
+    count: int,
+    *,
+    wait_ms: int = WAIT_MS,
+) -> list[Sample]:
+    """``count`` lock-appears latencies, half on quiet rows and half on busy ones.
+
+    The probes go in turn, two samples each: first quiet (its row unchanged
+    for at least ``QUIET_GAP_S``), then, ``BUSY_GAP_S`` after that sample's
+    release reached the page, busy (the row was pushed moments ago, so the
+    broadcaster holds it to ``row_interval_s`` and the paced flush). Each
+    sample records how long its row had been still, as seen in the page.
+    """
+    samples: list[Sample] = []
+    changed: dict[str, float] = {}  # row id -> when its last swap reached the page (ms)
     for n in range(count):
-        key, row_id = probes[n % len(probes)]
-        if row_id in aborted:  # the probe's previous release has reached the page
-            await page.wait_for_function(SWAPPED, arg=[row_id, aborted[row_id], False],
-                                         timeout=WAIT_MS, polling=POLL_MS)  # fmt: skip
+        key, row_id = probes[(n // 2) % len(probes)]
+        gap_s = BUSY_GAP_S if n % 2 else QUIET_GAP_S
+        if row_id in changed:
+            wait_s = changed[row_id] / 1000 + gap_s - time.time()
+            await asyncio.sleep(max(0.0, wait_s))
         await page.evaluate(FORGET, row_id)
         since = time.time() * 1000
-        gateway.send_inbound(key, "HANG for the bench")
+        await hang(key)
         mark = await page.wait_for_function(
-            SWAPPED, arg=[row_id, since, True], timeout=WAIT_MS, polling=POLL_MS
+            SWAPPED, arg=[row_id, since, True], timeout=wait_ms, polling=POLL_MS
         )
-        latencies.append((await mark.json_value())[1] - since)
-        aborted[row_id] = time.time() * 1000
-        gateway.abort(key)
-        await asyncio.sleep(SAMPLE_GAP_S)
-    return latencies
+        idle_s = (since - changed[row_id]) / 1000 if row_id in changed else float("inf")
+        samples.append(Sample((await mark.json_value())[1] - since, idle_s))
+        released = time.time() * 1000
+        await release(key)
+        mark = await page.wait_for_function(
+            SWAPPED, arg=[row_id, released, False], timeout=WAIT_MS, polling=POLL_MS
+        )
+        changed[row_id] = (await mark.json_value())[1]
+    return samples
+
+
+def split_figures(samples: Sequence[Sample], prefix: str = "") -> dict[str, Any]:
+    """p99/p50 of all samples, and p99 of the busy and the quiet ones, with their counts."""
+    every = [s.ms for s in samples]
+    busy = [s.ms for s in samples if s.busy]
+    quiet = [s.ms for s in samples if not s.busy]
+
+    def p(values: Sequence[float], q: float) -> float | None:
+        return round(percentile(values, q), 1) if values else None
+
+    return {
+        f"{prefix}p99": p(every, 99),
+        f"{prefix}p50": p(every, 50),
+        f"{prefix}busy_p99": p(busy, 99),
+        f"{prefix}busy_p50": p(busy, 50),
+        f"{prefix}quiet_p99": p(quiet, 99),
+        f"{prefix}quiet_p50": p(quiet, 50),
+        f"{prefix}samples": len(every),
+        f"{prefix}busy_samples": len(busy),
+        f"{prefix}quiet_samples": len(quiet),
+    }
 
 
 async def scenario(workdir: Path, cookie: tuple[str, str], bridge: str) -> dict[str, Any]:
@@ -334,18 +474,25 @@ async def scenario(workdir: Path, cookie: tuple[str, str], bridge: str) -> dict[
                 await page.wait_for_selector(f"#{row_id}")
             await page.evaluate(OBSERVE_ROWS, [row_id for _, row_id in probes])
 
-            await sample(page, gateway, probes, 5)  # warm-up
+            async def hang(key: str) -> None:
+                gateway.send_inbound(key, "HANG for the bench")
+
+            async def release(key: str) -> None:
+                gateway.abort(key)
+
+            await sample(page, hang, release, probes, 6)  # warm-up
             baseline, pages_baseline = await timing_pages(
-                server.url, cookie, sample(page, gateway, probes, SAMPLES)
+                server.url, cookie, sample(page, hang, release, probes, SAMPLES)
             )
 
             load = Load(gateway, load_keys, EVENTS_PER_S)
             await load.calibrate()
-            viewers = Viewers(server, cookie, VIEWERS)
+            viewers = Viewers([server.url], cookie, VIEWERS)
             await viewers.start()
             stop = asyncio.Event()
             loading = asyncio.create_task(load.run(stop))
             await asyncio.sleep(1.0)
+            marked = await viewers.mark()
             emitted, started = load.emitted, time.monotonic()
             assert server.process is not None
             web = server.process.pid
@@ -353,8 +500,9 @@ async def scenario(workdir: Path, cookie: tuple[str, str], bridge: str) -> dict[
             web_before = cpu_seconds(web)
             children_before = sum(cpu_seconds(pid) for pid in children)
             loaded, pages_loaded = await timing_pages(
-                server.url, cookie, sample(page, gateway, probes, SAMPLES)
+                server.url, cookie, sample(page, hang, release, probes, SAMPLES)
             )
+            window = await viewers.mark()
             elapsed = time.monotonic() - started
             web_cpu = (cpu_seconds(web) - web_before) / elapsed
             bridge_cpu = (sum(cpu_seconds(p) for p in children) - children_before) / elapsed
@@ -366,7 +514,6 @@ async def scenario(workdir: Path, cookie: tuple[str, str], bridge: str) -> dict[
     finally:
         await server.stop()
         await gateway.stop()
-    messages = received.get("messages", [])
     return {
         "baseline": baseline,
         "loaded": loaded,
@@ -375,8 +522,7 @@ async def scenario(workdir: Path, cookie: tuple[str, str], bridge: str) -> dict[
         "pages_loaded": pages_loaded,
         "web_cpu": web_cpu,
         "bridge_cpu": bridge_cpu,
-        "viewer_messages_min": min(messages) if messages else 0,
-        "viewers": len(messages),
+        "viewers": viewers_served(marked, window, received),
     }
 
 
@@ -392,20 +538,21 @@ def main(argv: list[str]) -> None:
         cookie = login_cookie()
         result = asyncio.run(scenario(Path(workdir), cookie, bridge))
     loaded, baseline = result["loaded"], result["baseline"]
-    p99, base_p99 = percentile(loaded, 99), percentile(baseline, 99)
+    figures, base = split_figures(loaded), split_figures(baseline, "baseline_")
+    p99, base_p99 = figures["p99"], base["baseline_p99"]
     print(
         json.dumps(
             {
                 "metric": "event_to_dom_ms",
-                "value": round(p99, 1),
+                "value": p99,
                 "unit": "ms (p99)",
-                "p50": round(percentile(loaded, 50), 1),
-                "samples": len(loaded),
-                "viewers": result["viewers"] + 1,
+                **figures,
+                "viewers": VIEWERS + 1,
                 "events_per_s": round(result["events_per_s"]),
-                "baseline": round(base_p99, 1),
-                "baseline_metric": "event_to_dom_ms p99, 1 viewer, no load",
-                "baseline_p50": round(percentile(baseline, 50), 1),
+                **result["viewers"],
+                "baseline": base_p99,
+                "baseline_metric": "event_to_dom_ms p99, the same probes, 1 viewer, no load",
+                **{k: v for k, v in base.items() if k != "baseline_p99"},
                 "ratio": round(p99 / base_p99, 2) if base_p99 else None,
                 "goal": "p99 <= 100",
                 "bridge": bridge,
@@ -427,7 +574,7 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["viewers"]:
-        url, cookie, count = sys.argv[2], sys.argv[3], int(sys.argv[4])
-        asyncio.run(run_viewers(url, cookie, count))
+        urls, cookie, count = sys.argv[2], sys.argv[3], int(sys.argv[4])
+        asyncio.run(run_viewers(urls, cookie, count))
     else:
         main(sys.argv[1:])

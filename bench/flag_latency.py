@@ -3,8 +3,13 @@
 A real simulated gateway (2026.5.28 profile) on loopback, the real bridge and
 ingest, the detect tick at its default period. Sessions are made to hang
 (the model never answers); half of them are wedged (their backend ignores a
-cancel) and then aborted, which on this build leaks the lock
-(``terminal_but_held``), the other half just sit still (``no_progress``).
+cancel) and aborted ``ABORT_AFTER_S`` after their message, well before the
+stuck threshold, which on this build leaks the lock (``terminal_but_held``,
+and nothing else); the other half just sit still (``no_progress``). Only
+raised flags of the intended kind count (``terminal_but_held`` on a wedged
+session, ``no_progress`` on a hung one); the per-kind counts are printed,
+and so is the number of any other flag the sessions got (``other_flags``:
+0 when the mix is the one described).
 A flag stores ``since`` — the moment its condition became true, computed
 from the gateway's own timestamps — and ``raised_at``, when ingest wrote it;
 the latency is the difference.
@@ -23,7 +28,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from bench.support import percentile, setup_django
 
@@ -31,10 +35,11 @@ SESSIONS = 60
 STAGGER_S = 0.05
 TERMINAL_HELD_AFTER_S = 1.0
 STUCK_AFTER_S = 2.0
+ABORT_AFTER_S = 0.5  # a wedged session is aborted this long after its message, < STUCK_AFTER_S
 DEADLINE_S = 60.0
 
 
-async def scenario() -> tuple[list[float], list[float]]:
+async def scenario() -> tuple[list[float], list[float], dict[str, int]]:
     from asgiref.sync import sync_to_async
 
     from adminpanel.bridges.supervisor import BridgeSupervisor, GatewayTarget
@@ -70,31 +75,40 @@ async def scenario() -> tuple[list[float], list[float]]:
     try:
         await asyncio.sleep(1.0)  # connected, snapshot applied
         keys = [f"agent:main:telegram:direct:bench-{n}" for n in range(SESSIONS)]
-        for n, key in enumerate(keys):
+        intended = {key: "terminal_but_held" if n % 2 == 0 else "no_progress"
+                    for n, key in enumerate(keys)}  # fmt: skip
+        loop = asyncio.get_running_loop()
+        for key, code in intended.items():
             # The aborted half wedges: a hung turn would settle on abort and release.
-            gateway.send_inbound(key, f"please {'WEDGE' if n % 2 == 0 else 'HANG'} {key}")
-            await asyncio.sleep(STAGGER_S)
-        await asyncio.sleep(0.5)
-        for key in keys[::2]:
-            gateway.abort(key)
+            wedged = code == "terminal_but_held"
+            gateway.send_inbound(key, f"please {'WEDGE' if wedged else 'HANG'} {key}")
+            if wedged:
+                loop.call_later(ABORT_AFTER_S, gateway.abort, key)
             await asyncio.sleep(STAGGER_S)
         flags = sync_to_async(
             lambda: list(
-                Flag.objects.filter(code__in=("terminal_but_held", "no_progress")).values_list(
-                    "since", "raised_at"
+                Flag.objects.filter(session__session_key__in=keys).values_list(
+                    "session__session_key", "code", "since", "raised_at", "cleared_at"
                 )
             )
         )
         deadline = time.monotonic() + DEADLINE_S
-        rows: list[Any] = []
+        counts: dict[str, int] = {}
+        latencies: list[float] = []
         while time.monotonic() < deadline:
-            rows = await flags()
-            if len(rows) >= SESSIONS:
+            latencies, counts = [], {"terminal_but_held": 0, "no_progress": 0, "other_flags": 0}
+            for key, code, since, raised, cleared in await flags():
+                if code == intended[key] and cleared is None:
+                    counts[code] += 1
+                    latencies.append((raised - since).total_seconds())
+                else:
+                    counts["other_flags"] += 1
+            if len(latencies) >= SESSIONS:
                 break
             await asyncio.sleep(0.2)
-        if len(rows) < SESSIONS:
-            raise SystemExit(f"only {len(rows)} of {SESSIONS} flags appeared in {DEADLINE_S} s")
-        return [(raised - since).total_seconds() for since, raised in rows], event_latencies
+        if len(latencies) < SESSIONS:
+            raise SystemExit(f"only {counts} of {SESSIONS} flags appeared in {DEADLINE_S} s")
+        return latencies, event_latencies, counts
     finally:
         stop.set()
         await running
@@ -104,7 +118,7 @@ async def scenario() -> tuple[list[float], list[float]]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="runboard-bench-") as workdir:
         setup_django(Path(workdir))
-        flag_s, event_s = asyncio.run(scenario())
+        flag_s, event_s, counts = asyncio.run(scenario())
     p50, p99 = percentile(flag_s, 50) * 1000, percentile(flag_s, 99) * 1000
     base_p99 = percentile(event_s, 99) * 1000
     print(
@@ -115,6 +129,7 @@ def main() -> None:
                 "unit": "ms (p99)",
                 "p50": round(p50, 1),
                 "samples": len(flag_s),
+                **counts,
                 "baseline": round(base_p99, 1),
                 "baseline_metric": "event_to_store_ms p99",
                 "baseline_p50": round(percentile(event_s, 50) * 1000, 1),

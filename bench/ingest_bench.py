@@ -1,12 +1,17 @@
-"""Benchmark ``ingest_events_per_s``: the store's write path against raw SQLite.
+"""Benchmark ``ingest_events_per_s``: the store's write path against raw SQLite doing the same work.
 
 A recorded 200k-event stream over 1,000 sessions (``bench.streams``) goes
 through ``Ingestor.apply`` in batches of 2,000 into a fresh SQLite file (WAL),
-flag rules and all. The baseline is plain ``sqlite3.executemany`` of the same
-stream's timeline rows, pre-built, into a table with the same DDL, on the
-same disk, committed per batch of 2,000. The two sides take turns, three runs
-each, so a noisy neighbour slows both alike; the medians are printed as one
-JSON line (each run's figures go to stderr).
+flag rules and all. The baseline (``bench.raw_ingest.RawWriter``) writes the
+same rows — sessions, runs, waiters, skips, the product's flags, timeline — to
+the same tables (a copy of the same migrated file: same constraints and
+indexes) with plain ``sqlite3`` ``executemany``, one transaction per batch of
+2,000, building its rows from the events inside the timed part as the product
+does. Both sides' stored row counts are compared (``same_rows``).
+
+The two sides take turns, ``RUNS`` runs each, so a noisy neighbour slows both
+alike; ``value`` and ``baseline`` are medians, ``ratio`` the median of the
+per-run ratios (each run's figures go to stderr).
 
 Run: ``.venv/bin/python -m bench.ingest_bench`` (or ``python -m bench``).
 """
@@ -14,161 +19,146 @@ Run: ``.venv/bin/python -m bench.ingest_bench`` (or ``python -m bench``).
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.raw_ingest import RawFlag, RawWriter, json_text, table_counts
 from bench.streams import recorded_stream
-from gateway_bridge.events import RegistryEvent, Snapshot
+from bench.support import (
+    count_rows,
+    ingest_batches,
+    median_ratio,
+    product_flags,
+    run_product,
+    setup_django_on,
+)
+from gateway_bridge.events import RegistryEvent
 
 BATCH = 2000
 RUNS = 3
-TIMELINE_TABLE = "adminpanel_timelineevent"
+GATEWAY = "bench"
 
 
-def _setup_django(workdir: Path) -> None:
-    """Point Django at a scratch SQLite file (WAL, the default settings) and set it up."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "runboard.settings")
-    from django.conf import settings
-
-    if not settings.configured:
-        os.environ["RUNBOARD_DATABASE_URL"] = ""
-        os.environ["RUNBOARD_VAR_DIR"] = str(workdir)
-        os.environ.setdefault("RUNBOARD_LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-
-
-def _fresh_database(path: Path) -> None:
-    from django.core.management import call_command
+def use_database(path: Path) -> None:
+    """Point Django's connection at the SQLite file ``path``."""
     from django.db import connection
 
     connection.close()
     connection.settings_dict["NAME"] = str(path)
-    if connection.vendor != "sqlite":
-        raise SystemExit("ingest_bench measures SQLite; unset RUNBOARD_DATABASE_URL")
-    call_command("migrate", verbosity=0, interactive=False)
 
 
-def run_ingest(events: Sequence[RegistryEvent], path: Path) -> float:
-    """Events per second through Ingestor.apply into a fresh database at ``path``."""
-    from adminpanel.ingest import Ingestor
-
-    _fresh_database(path)
-    now = [events[0].at]
-    # The clock follows the stream, so flag rules see the lock ages a live run would.
-    ingestor = Ingestor(clock=lambda: now[0])
-    started = time.perf_counter()
-    for i in range(0, len(events), BATCH):
-        batch = events[i : i + BATCH]
-        now[0] = batch[-1].at
-        ingestor.apply(batch)
-    elapsed = time.perf_counter() - started
+def template(workdir: Path) -> Path:
+    """A migrated database holding the stream's gateway; each run starts from a copy."""
     from django.db import connection
 
+    from adminpanel.models import Gateway
+
+    path = workdir / "template.sqlite3"
+    use_database(path)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    Gateway.objects.create(name=GATEWAY)
     connection.close()
-    return len(events) / elapsed
+    return path
 
 
-def _sqlite_text(ts: float) -> str:
-    return str(datetime.fromtimestamp(ts, UTC).replace(tzinfo=None))
+_SECONDS: dict[int, str] = {}
 
 
-def timeline_rows(events: Sequence[RegistryEvent]) -> list[tuple[Any, ...]]:
-    """The rows ingest writes for ``events``, already in SQLite's storage form."""
-    from adminpanel.ingest.applier import event_data, snapshot_data
-
-    sessions: dict[str, int] = {}
-    rows = []
-    for ev in events:
-        key = getattr(ev, "session_key", "")
-        session = sessions.setdefault(key, len(sessions) + 1) if key else None
-        data = snapshot_data(ev) if isinstance(ev, Snapshot) else event_data(ev)
-        rows.append(
-            (
-                1,
-                session,
-                ev.boot_id,
-                ev.seq,
-                ev.kind,
-                _sqlite_text(ev.at),
-                _sqlite_text(ev.received_at),
-                getattr(ev, "run_id", ""),
-                json.dumps(data),
-            )
-        )
-    return rows
+def sqlite_text(ts: float | None) -> str | None:
+    """Django's SQLite datetime text (``str()`` of the naive UTC datetime), seconds cached."""
+    if ts is None:
+        return None
+    sec = int(ts // 1)
+    micro = round((ts - sec) * 1_000_000)
+    if micro >= 1_000_000:
+        sec, micro = sec + 1, 0
+    prefix = _SECONDS.get(sec)
+    if prefix is None:
+        prefix = _SECONDS[sec] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
+    return prefix if micro == 0 else f"{prefix}.{micro:06d}"
 
 
-def _timeline_ddl(django_db: Path) -> list[str]:
-    with sqlite3.connect(django_db) as db:
-        found = db.execute(
-            "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
-            "ORDER BY type = 'index'",
-            (TIMELINE_TABLE,),
-        ).fetchall()
-    return [sql for (sql,) in found]
-
-
-def run_raw(rows: Sequence[tuple[Any, ...]], path: Path, ddl: list[str]) -> float:
-    """Rows per second of plain executemany, same DDL, committed per batch."""
+def run_raw(
+    batches: Sequence[tuple[Sequence[RegistryEvent], float]], path: Path, flags: list[RawFlag]
+) -> tuple[float, dict[str, int]]:
+    """Seconds the baseline takes for every batch into the SQLite file ``path``; its row counts."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    for sql in ddl:
-        db.execute(sql)
-    marks = ", ".join(["?"] * 9)
-    insert = (
-        f"INSERT INTO {TIMELINE_TABLE} (gateway_id, session_id, boot_id, seq, kind, at, "
-        f"received_at, run_id, data) VALUES ({marks})"
-    )
+    (gateway_pk,) = db.execute(
+        "SELECT id FROM adminpanel_gateway WHERE name = ?", (GATEWAY,)
+    ).fetchone()
     started = time.perf_counter()
-    for i in range(0, len(rows), BATCH):
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(insert, rows[i : i + BATCH])
-        db.execute("COMMIT")
+    writer = RawWriter(
+        db, mark="?", dt=sqlite_text, js=json_text, gateway_pk=gateway_pk, flags=flags,
+        begin="BEGIN IMMEDIATE",
+    )  # fmt: skip
+    for i, (events, now) in enumerate(batches):
+        writer.apply(events, i, now)
     elapsed = time.perf_counter() - started
+    counts = table_counts(db)
     db.close()
-    return len(rows) / elapsed
+    return elapsed, counts
 
 
 def measure(events: Sequence[RegistryEvent], workdir: Path) -> dict[str, Any]:
-    """Ingest and raw runs take turns, so both sides see the same machine; medians of each."""
-    rows = timeline_rows(events)
-    ingest: list[float] = []
+    """Product and baseline take turns; medians of each, the median of per-run ratios."""
+    batches = ingest_batches(events, BATCH)
+    empty = template(workdir)
+    product: list[float] = []
     raw: list[float] = []
-    ddl: list[str] = []
+    flags: list[RawFlag] = []
+    same = True
     for i in range(RUNS):
-        ingest.append(run_ingest(events, workdir / f"ingest-{i}.sqlite3"))
-        ddl = ddl or _timeline_ddl(workdir / "ingest-0.sqlite3")
-        raw.append(run_raw(rows, workdir / f"raw-{i}.sqlite3", ddl))
+        path = workdir / f"ingest-{i}.sqlite3"
+        shutil.copy(empty, path)
+        use_database(path)
+        product.append(len(events) / run_product(batches))
+        counts = count_rows()
+        flags = flags or product_flags(batches)
+        raw_path = workdir / f"raw-{i}.sqlite3"
+        shutil.copy(empty, raw_path)
+        elapsed, raw_counts = run_raw(batches, raw_path, flags)
+        raw.append(len(events) / elapsed)
+        same = same and counts == raw_counts
         print(
-            f"ingest_bench run {i + 1}: ingest {ingest[-1]:.0f}/s, raw {raw[-1]:.0f}/s",
+            f"ingest_bench run {i + 1}: ingest {product[-1]:.0f}/s, raw {raw[-1]:.0f}/s; "
+            f"rows {counts} vs {raw_counts}",
             file=sys.stderr,
             flush=True,
         )
-    value, baseline = statistics.median(ingest), statistics.median(raw)
+        path.unlink()
+        raw_path.unlink()
     return {
         "metric": "ingest_events_per_s",
-        "value": round(value),
+        "value": round(statistics.median(product)),
         "unit": "events/s",
-        "baseline": round(baseline),
-        "ratio": round(value / baseline, 3),
+        "baseline": round(statistics.median(raw)),
+        "ratio": round(median_ratio(product, raw), 3),
+        "runs": RUNS,
+        "events": len(events),
+        "batch": BATCH,
+        "backend": "sqlite",
+        "baseline_metric": "plain sqlite3 executemany of the same rows (sessions, runs, "
+        "waiters, skips, flags, timeline) into the same tables, rows built in the timed part",
+        "same_rows": same,
+        "rows": counts,
     }
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="runboard-ingest-bench-") as tmp:
         workdir = Path(tmp)
-        _setup_django(workdir)
+        setup_django_on(workdir, "")
         events = recorded_stream()
         print(json.dumps(measure(events, workdir)), flush=True)
 

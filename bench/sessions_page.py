@@ -12,10 +12,20 @@ while the store held only ``SMALL`` sessions (how much the 100,000 cost), and
 the page's own row query as raw SQL (how much of the page is the database).
 Goal: p95 <= 50 ms. Also reported: ``key_search_ms_p95``, a key search that
 matches nothing (a substring has no index: the worst case scans every row).
+
+``--timeline-rows N`` (``python -m bench sessions_page_1m``: 1,000,000): the
+store the retention work is about. With the 100,000 sessions stored, the page
+(a busy sort, oldest lock first, and a quiet one, by key) and ingest (a
+generated 40,000-event stream of a new gateway through ``Ingestor.apply``)
+are measured on the empty timeline, then N timeline rows over those sessions
+are bulk-loaded (``bench.bulk_store``) and the same is measured again; the
+empty-timeline figures are the same-run baseline. ``--postgres``: on
+PostgreSQL (``RUNBOARD_DATABASE_URL``'s server or one started for the run).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import sys
@@ -130,7 +140,7 @@ def page_getter(path: str = "/") -> Callable[[], Any]:
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from tests.users import make_user
+    from tests.support.users import make_user
 
     user = User.objects.filter(username="bench").first() or make_user("bench", role="viewer")
     client = Client()
@@ -163,6 +173,12 @@ def raw_query_getter() -> Callable[[], Any]:
 
 
 def main() -> None:
+    args = parse_args(sys.argv[1:])
+    if args.timeline_rows:
+        from bench.timeline_page import timeline_main
+
+        timeline_main(args.timeline_rows, args.postgres)
+        return
     with tempfile.TemporaryDirectory(prefix="runboard-bench-") as workdir:
         setup_django(Path(workdir))
         gateways = _gateways()
@@ -204,6 +220,17 @@ def main() -> None:
         )
     )
     sys.stdout.flush()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.sessions_page")
+    parser.add_argument("--timeline-rows", type=int, default=0,
+                        help="bulk-load this many timeline rows and measure page and ingest "
+                        "against the empty-timeline store")  # fmt: skip
+    parser.add_argument(
+        "--postgres", action="store_true", help="on PostgreSQL (with --timeline-rows)"
+    )
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -65,48 +65,44 @@ def env_time_zone(name: str, default: str) -> str:
     return value
 
 
-def env_secret_key(name: str, file_name: str, *, debug: bool, development_key: str) -> str:
-    """The secret key from ``name`` or the file ``file_name`` names; required unless ``debug``."""
-    value = os.environ.get(name, "")
-    path = os.environ.get(file_name, "")
-    if value and path:
-        raise SettingError(f"{name} and {file_name} are both set: set one of them")
-    if path:
-        try:
-            value = Path(path).read_text().strip()
-        except OSError as exc:
-            raise SettingError(f"{file_name}={path!r}: cannot read it ({exc.strerror})") from None
-        name = file_name
-    if not value:
-        if debug:
-            return development_key
-        raise SettingError(
-            f"{name} is not set: set it to a long random string (for example the output of "
-            "python -c 'import secrets; print(secrets.token_urlsafe(50))'); "
-            "only RUNBOARD_DEBUG=true runs with a built-in development key"
-        )
-    if len(value) < 50 or len(set(value)) < 5 or value.startswith("django-insecure-"):
-        raise SettingError(f"{name}: too short or too simple; use 50 or more random characters")
-    return value
-
-
 def env_optional_key(name: str, file_name: str, *, min_length: int = 32) -> str:
     """A key from ``name`` or the file ``file_name`` names, or "" when neither is set."""
+    value, named = _key_from(name, file_name)
+    if value and (
+        len(value) < min_length or len(set(value)) < 5 or value.startswith("django-insecure-")
+    ):
+        raise SettingError(
+            f"{named}: too short or too simple; use {min_length} or more random characters"
+        )
+    return value
+
+
+def env_secret_key(name: str, file_name: str, *, debug: bool, development_key: str) -> str:
+    """The secret key from ``name`` or the file ``file_name`` names; required unless ``debug``."""
+    value = env_optional_key(name, file_name, min_length=50)
+    if value:
+        return value
+    if debug:
+        return development_key
+    raise SettingError(
+        f"{name} is not set: set it to a long random string (for example the output of "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))'); "
+        "only RUNBOARD_DEBUG=true runs with a built-in development key"
+    )
+
+
+def _key_from(name: str, file_name: str) -> tuple[str, str]:
+    """(the key, the variable it came from): the value of ``name``, or the file's content."""
     value = os.environ.get(name, "")
     path = os.environ.get(file_name, "")
     if value and path:
         raise SettingError(f"{name} and {file_name} are both set: set one of them")
-    if path:
-        try:
-            value = Path(path).read_text().strip()
-        except OSError as exc:
-            raise SettingError(f"{file_name}={path!r}: cannot read it ({exc.strerror})") from None
-        name = file_name
-    if value and (len(value) < min_length or len(set(value)) < 5):
-        raise SettingError(
-            f"{name}: too short or too simple; use {min_length} or more random characters"
-        )
-    return value
+    if not path:
+        return value, name
+    try:
+        return Path(path).read_text().strip(), file_name
+    except OSError as exc:
+        raise SettingError(f"{file_name}={path!r}: cannot read it ({exc.strerror})") from None
 
 
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:

@@ -202,7 +202,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "adminpanel.live.redis_layer.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "group_expiry": GROUP_EXPIRY_S},
+            # A viewer's channel holds this many pushes before channels-redis drops the
+            # next (its default, 100, was overrun by a slow viewer under 500 events/s).
+            "CONFIG": {"hosts": [REDIS_URL], "group_expiry": GROUP_EXPIRY_S, "capacity": 1000},
         }
     }
 elif CHANNEL_HUB:
@@ -265,6 +267,8 @@ RUNBOARD_RECOVERY_TICK_S = env_float("RUNBOARD_RECOVERY_TICK_S", 1.0, minimum=0.
 # audit entries never do. `manage.py prune` deletes them this many rows per transaction.
 RUNBOARD_RETENTION_DAYS = env_int("RUNBOARD_RETENTION_DAYS", 30, minimum=1)
 RUNBOARD_PRUNE_BATCH = env_int("RUNBOARD_PRUNE_BATCH", 5000, minimum=1)
+# Users' message texts kept for requeue are blanked once requeued, and after this many days.
+RUNBOARD_MESSAGE_TEXT_DAYS = env_int("RUNBOARD_MESSAGE_TEXT_DAYS", 7, minimum=1)
 
 # --- Observability (adminpanel/observability/) ---------------------------------
 # A Bearer token Prometheus may send to /metrics instead of a viewer's API token.

@@ -4,16 +4,23 @@
 over ``sessions`` session keys (``agent:<agent>:<channel>:direct:<peer>``),
 some messages hanging or failing (directives, see ``backend``), some running
 turns aborted by the user. ``Workload.demo(profile)`` adds, on purpose and in
-the first minute, the failure each build is known for, so the console has
-something to show:
+the first minute, the failure each build is known for, so every flag kind and
+the dispatch-skip ledger have something to show:
 
-- 2026.5.28: a hung run with later messages waiting forever behind it, and an
-  aborted wedged run (its backend ignores the cancel, so its owner never
-  completes it) that leaks its lock for good;
+- 2026.5.28: a hung run with later messages waiting forever behind it, a
+  heartbeat every few seconds that the registry skips while that run holds
+  the lock (``reason: active-run``, a skip burst), and an aborted wedged run
+  (its backend ignores the cancel, so its owner never completes it) that
+  leaks its lock for good;
 - 2026.5.3: sequential sends to one session that alternate fail / pass;
 - 2026.9: a hung run with a message in its follow-up queue (healed by stale
-  takeover after ``stale_takeover_s``) and an aborted wedged run (forced
+  takeover after ``stale_takeover_s``), follow-up turns behind it whose
+  bounded waits time out and are skipped, and an aborted wedged run (forced
   settle).
+
+Heartbeats and follow-ups repeat for as long as the workload runs (``Repeat``),
+as a real gateway's heartbeat does: while the hung lock stays, the skips keep
+coming; once an operator clears it, they are admitted again.
 """
 
 from __future__ import annotations
@@ -45,12 +52,29 @@ class Action:
     session_key: str = field(compare=False)
     text: str = field(compare=False, default="")
     abort: bool = field(compare=False, default=False)
+    turn_kind: str = field(compare=False, default="visible")
 
     def apply(self, target: Target) -> None:
         if self.abort:
             target.abort(self.session_key)
         else:
-            target.send_inbound(self.session_key, self.text)
+            target.send_inbound(self.session_key, self.text, turn_kind=self.turn_kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """A message sent to one session every ``every_s`` seconds from ``first_at_s`` on, for good."""
+
+    first_at_s: float
+    every_s: float
+    session_key: str
+    text: str
+    turn_kind: str = "visible"
+
+    def actions(self) -> Iterator[Action]:
+        for n in itertools.count():
+            yield Action(self.first_at_s + n * self.every_s, self.session_key, self.text,
+                         turn_kind=self.turn_kind)  # fmt: skip
 
 
 def session_key(agent: str, channel: str, peer: str) -> str:
@@ -70,6 +94,7 @@ class Workload:
     fail_rate: float = 0.0
     abort_rate: float = 0.0  # a user /stop shortly after a message
     scripted: tuple[Action, ...] = ()
+    repeats: tuple[Repeat, ...] = ()
 
     def session_keys(self) -> list[str]:
         return [
@@ -105,8 +130,9 @@ class Workload:
         return text
 
     def schedule(self) -> Iterator[Action]:
-        """Scripted and steady actions merged in time order (aborts may trail a little)."""
-        return heapq.merge(sorted(self.scripted), _sorted_stream(self.steady()))
+        """Scripted, repeated and steady actions in time order (aborts may trail a little)."""
+        repeated = (r.actions() for r in self.repeats)
+        return heapq.merge(sorted(self.scripted), *repeated, _sorted_stream(self.steady()))
 
     async def run(self, target: Target, stop_event: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -134,6 +160,7 @@ class Workload:
             sessions=sessions,
             fail_rate=0.03,
             scripted=DEMO_SCRIPTS.get(profile, ()),
+            repeats=DEMO_REPEATS.get(profile, ()),
         )
 
 
@@ -148,11 +175,16 @@ def _sorted_stream(actions: Iterator[Action], slack: int = 8) -> Iterator[Action
         yield heapq.heappop(heap)
 
 
+# The demo's stuck sessions hang at once, so a notice for them can go out
+# RUNBOARD_STUCK_AFTER_S after the demo starts.
+HUNG_AT_S = 1.0
+
+
 def _script_2026_5_28() -> tuple[Action, ...]:
     hung = session_key("main", "telegram", "demo-hung")
     leaked = session_key("support", "whatsapp", "demo-aborted")
     return (
-        Action(5.0, hung, "please look at this HANG-a1a1"),
+        Action(HUNG_AT_S, hung, "please look at this HANG-a1a1"),
         Action(8.0, leaked, "long question WEDGE"),
         Action(12.0, hung, "second message, still there?"),
         # /stop of a wedged turn: the backend ignores the cancel, the lock leaks for good.
@@ -172,7 +204,7 @@ def _script_2026_9() -> tuple[Action, ...]:
     hung = session_key("main", "discord", "demo-hung")
     wedged = session_key("support", "telegram", "demo-wedged")
     return (
-        Action(5.0, hung, "please look at this HANG-b1b1"),
+        Action(HUNG_AT_S, hung, "please look at this HANG-b1b1"),
         Action(8.0, wedged, "run the tool WEDGE"),
         Action(12.0, hung, "second message, still there?"),
         Action(15.0, wedged, abort=True),  # terminal but held: forced settle later
@@ -183,4 +215,22 @@ DEMO_SCRIPTS: dict[str, tuple[Action, ...]] = {
     "2026.5.28": _script_2026_5_28(),
     "2026.5.3": _script_2026_5_3(),
     "2026.9": _script_2026_9(),
+}
+
+
+def _repeats_2026_5_28() -> tuple[Repeat, ...]:
+    # A heartbeat turn cannot wait: while the hung run holds the lock, each is skipped.
+    hung = session_key("main", "telegram", "demo-hung")
+    return (Repeat(3.0, 8.0, hung, "heartbeat: anything to report?", "heartbeat"),)
+
+
+def _repeats_2026_9() -> tuple[Repeat, ...]:
+    # A follow-up turn waits followup_wait_s (15 s) for the hung lock, then is skipped.
+    hung = session_key("main", "discord", "demo-hung")
+    return (Repeat(3.0, 10.0, hung, "follow-up: did that work?", "queued_followup"),)
+
+
+DEMO_REPEATS: dict[str, tuple[Repeat, ...]] = {
+    "2026.5.28": _repeats_2026_5_28(),
+    "2026.9": _repeats_2026_9(),
 }

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_sim"]
+pytest_plugins = ["tests.support.fixtures_sim"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

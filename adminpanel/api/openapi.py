@@ -102,6 +102,15 @@ def schemas() -> dict[str, Any]:
                     "items": TEXT,
                     "description": "What observer mode cannot see (empty with the plugin).",
                 },
+                "bridge": {
+                    "oneOf": [
+                        {"type": "null"},
+                        strict(
+                            {"host": TEXT, "pid": {"type": "integer"}, "since": WHEN},
+                        ),
+                    ],
+                    "description": "The bridge that holds the gateway now (its lease), or null.",
+                },
             }
         ),
         "GatewayList": strict({"gateways": {"type": "array", "items": ref("Gateway")}}),

@@ -31,6 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from adminpanel import actions
 from adminpanel.api import tokens
 from adminpanel.audit.queries import AuditFilterForm, attempt_json, attempts
+from adminpanel.bridges import leases
 from adminpanel.forms import CursorField, SessionFilterForm, StrictQueryForm, encode_cursor
 from adminpanel.models import Gateway, Session
 from adminpanel.roles import ACTION_PERMISSION, VIEW, VIEW_AUDIT
@@ -216,7 +217,8 @@ async def sessions(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"sessions": rows, "next": cursor, "next_url": _next_url(request, cursor)})
 
 
-def gateway_json(gateway: Gateway) -> dict[str, Any]:
+def gateway_json(gateway: Gateway, now: datetime) -> dict[str, Any]:
+    lease = leases.holder_of(gateway, now)
     return {
         "name": gateway.name,
         "enabled": gateway.enabled,
@@ -230,12 +232,17 @@ def gateway_json(gateway: Gateway) -> dict[str, Any]:
         "last_error": gateway.last_error,
         # Without the companion plugin Runboard infers the registry, and some of it stays dark.
         "cannot_see": list(OBSERVER_BLIND_SPOTS) if gateway.mode == "observer" else [],
+        # Which bridge process mirrors it now (several share the gateways through leases).
+        "bridge": (
+            {"host": lease.host, "pid": lease.pid, "since": _iso(lease.since)} if lease else None
+        ),
     }
 
 
 @sync_to_async
 def _gateways() -> list[dict[str, Any]]:
-    return [gateway_json(g) for g in Gateway.objects.order_by("name")]
+    now = timezone.now()
+    return [gateway_json(g, now) for g in Gateway.objects.select_related("lease").order_by("name")]
 
 
 @api_view("GET")

@@ -13,20 +13,21 @@ do next.
 
 Anything that can post to the layer (Redis, in the split setup) could post a
 command, so each is signed: an HMAC, keyed with ``SECRET_KEY``, over the
-canonical JSON of the gateway, command, params, reply channel, deadline and a
-one-time id. The bridge refuses a command that is unsigned, badly signed,
+canonical JSON of the gateway, command, params, reply channel, deadline and
+the one-time request id. The bridge refuses a command that is unsigned, badly signed,
 expired, replayed or meant for another gateway (``command_server.verify``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import secrets
 import time
-from collections.abc import Awaitable
+import uuid
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from channels.layers import get_channel_layer
 from django.utils.crypto import salted_hmac
@@ -39,7 +40,7 @@ COMMANDS = ("force_clear", "requeue", "abort", "clear_and_requeue", "state")
 
 
 # What a signature covers, besides the gateway it is for.
-SIGNED_FIELDS = ("command", "params", "reply_to", "deadline", "id")
+SIGNED_FIELDS = ("command", "params", "reply_to", "deadline", "request")
 SIGNING_SALT = "runboard.bridge-command"
 # A deadline further ahead than this is refused: a signed command cannot be kept for later.
 MAX_AHEAD_S = 600.0
@@ -55,16 +56,21 @@ def signature(gateway: str, message: dict[str, Any]) -> str:
 
 
 def signed_command(
-    gateway: str, command: str, params: dict[str, Any], reply_to: str, deadline: float
+    gateway: str,
+    command: str,
+    params: dict[str, Any],
+    reply_to: str,
+    deadline: float,
+    request: str | None = None,
 ) -> dict[str, Any]:
-    """The channel-layer message for one command, with its one-time id and signature."""
+    """The channel-layer message for one command; ``request`` is its one-time id."""
     message: dict[str, Any] = {
         "type": MESSAGE_TYPE,
         "command": command,
         "params": params,
         "reply_to": reply_to,
+        "request": request or uuid.uuid4().hex,
         "deadline": deadline,
-        "id": secrets.token_hex(16),
     }
     message["signature"] = signature(gateway, message)
     return message
@@ -101,6 +107,48 @@ class CommandAnswer:
         )
 
 
+class Inbox:
+    """This process's one reply channel, read by one receive loop for every waiting call.
+
+    A call that times out stops waiting on its own future; the layer's receive()
+    is never cancelled mid-way, which on channels-redis would drop the replies
+    of other calls buffered for the same process.
+    """
+
+    inboxes: ClassVar[dict[tuple[int, int], Inbox]] = {}
+
+    def __init__(self, layer: Any, channel: str) -> None:
+        self.layer = layer
+        self.channel = channel
+        self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.reader = asyncio.create_task(self.read(), name="bridge-replies")
+
+    @classmethod
+    async def of(cls, layer: Any) -> Inbox:
+        key = (id(layer), id(asyncio.get_running_loop()))
+        inbox = cls.inboxes.get(key)
+        if inbox is None or inbox.reader.done():
+            inbox = cls(layer, await layer.new_channel("runboard-reply."))
+            cls.inboxes[key] = inbox
+        return inbox
+
+    async def read(self) -> None:
+        while True:
+            message = await self.layer.receive(self.channel)
+            waiter = self.waiting.pop(str(message.get("request", "")), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+
+    @contextlib.contextmanager
+    def expect(self, request: str) -> Iterator[asyncio.Future[dict[str, Any]]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiting[request] = future
+        try:
+            yield future
+        finally:
+            self.waiting.pop(request, None)
+
+
 class BridgeCaller(Protocol):
     """How an action reaches a gateway's bridge: ``call_bridge`` from the web process,
     or the bridge itself when the caller runs beside it (recovery)."""
@@ -123,18 +171,21 @@ async def call_bridge(
     layer = get_channel_layer()
     if layer is None:
         raise BridgeNotAnswering("no channel layer is configured; nothing was sent")
-    reply_to = await layer.new_channel("runboard-reply.")
+    inbox = await Inbox.of(layer)
+    request = uuid.uuid4().hex
     deadline = time.time() + timeout_s
-    await layer.group_send(
-        group_for(gateway), signed_command(gateway, command, params, reply_to, deadline)
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            message = await layer.receive(reply_to)
-    except TimeoutError:
-        raise BridgeNotAnswering(
-            f"no answer from the bridge of {gateway!r} within {timeout_s:g} s: the bridge is "
-            "not running, or the gateway is still working on the call (it may still act; "
-            "nothing will be retried)"
-        ) from None
+    with inbox.expect(request) as reply:
+        await layer.group_send(
+            group_for(gateway),
+            signed_command(gateway, command, params, inbox.channel, deadline, request),
+        )
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await reply
+        except TimeoutError:
+            raise BridgeNotAnswering(
+                f"no answer from the bridge of {gateway!r} within {timeout_s:g} s: the bridge "
+                "is not running, or the gateway is still working on the call (it may still "
+                "act; nothing will be retried)"
+            ) from None
     return CommandAnswer.from_reply(message)

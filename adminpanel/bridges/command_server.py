@@ -119,7 +119,7 @@ def verify(
         return "expired"
     if deadline > now + MAX_AHEAD_S:
         return "deadline too far ahead"
-    command_id = message.get("id")
+    command_id = message.get("request")
     if not isinstance(command_id, str) or not seen.first_time(command_id, deadline, now):
         return "replayed"
     return ""
@@ -185,26 +185,31 @@ async def serve(bridge: Bridge, stop: asyncio.Event) -> None:
         )
         reply_to = message.get("reply_to")
         if isinstance(reply_to, str):
-            await layer.send(reply_to, {"type": "bridge.answer", **reply})
+            answer_to = {"type": "bridge.answer", "request": message.get("request"), **reply}
+            await layer.send(reply_to, answer_to)
 
-    joined_at: float | None = None  # not 0.0: the monotonic clock counts from boot
-    try:
-        while not stop.is_set():
-            if joined_at is None or time.monotonic() - joined_at > REJOIN_EVERY_S:
-                await layer.group_add(group, channel)
-                joined_at = time.monotonic()
-            try:
-                async with asyncio.timeout(1.0):
-                    message = await layer.receive(channel)
-            except TimeoutError:
-                continue
+    async def rejoin() -> None:
+        while True:
+            await asyncio.sleep(REJOIN_EVERY_S)
+            await layer.group_add(group, channel)
+
+    async def receive() -> None:
+        # One receive at a time, never cancelled but at the end: channels-redis drops a
+        # channel's buffered messages when a receive() on it is cancelled.
+        while True:
+            message = await layer.receive(channel)
             if message.get("type") != MESSAGE_TYPE:
                 continue
             task = asyncio.create_task(handle(message), name=f"command:{bridge.gateway}")
             running.add(task)
             task.add_done_callback(running.discard)
+
+    await layer.group_add(group, channel)
+    listeners = [asyncio.create_task(rejoin()), asyncio.create_task(receive())]
+    try:
+        await stop.wait()
     finally:
+        for task in [*listeners, *running]:
+            task.cancel()
         with contextlib.suppress(Exception):
             await layer.group_discard(group, channel)
-        for task in running:
-            task.cancel()

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 
-from adminpanel.models import BridgeInstance, GatewayLease
+from adminpanel.models import BridgeInstance, Gateway, GatewayLease
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +123,15 @@ def holds(me: Holder, gateway_id: int, now: datetime) -> bool:
         gateway_id=gateway_id, holder=me.instance, expires_at__gt=now
     )
     return bool(list(rows.values_list("pk", flat=True)[:1]))
+
+
+def holder_of(gateway: Gateway, now: datetime) -> GatewayLease | None:
+    """The unexpired lease on ``gateway`` (select_related("lease") spares a query), or None."""
+    try:
+        lease = gateway.lease
+    except GatewayLease.DoesNotExist:
+        return None
+    return lease if lease.expires_at > now else None
 
 
 def takeable(gateway_ids: Collection[int], now: datetime) -> set[int]:

@@ -181,9 +181,13 @@ class BridgeSupervisor:
         return (row[0], row[1]) if row and row[0] else None
 
     def _tick(self) -> set[str]:
-        """Mirror connection states, re-run the rules; return gateways with an overdue gap."""
+        """Mirror connection states, re-run the rules; return gateways with an overdue gap.
+
+        With leases, only the gateways this process holds: another bridge ticks its own.
+        """
         self._flush_states()
-        self.broadcaster.note(self.ingestor.tick())
+        held = None if self.holder is None else set(self.running)
+        self.broadcaster.note(self.ingestor.tick(gateways=held))
         return self.ingestor.gaps_overdue()
 
     def _tick_unless_unavailable(self) -> set[str]:
@@ -193,6 +197,10 @@ class BridgeSupervisor:
         except (OperationalError, InterfaceError) as exc:
             connection.close()
             log.warning("detect_tick_failed", error=first_line(exc))
+            return set()
+        except DatabaseError:
+            # Not the database being away: a bug to see in the log, never the bridge's end.
+            log.exception("detect_tick_failed")
             return set()
 
     def add_bridge(self, name: str) -> Running:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from django.conf import settings
@@ -223,18 +224,33 @@ class Ingestor:
 
     # tick ------------------------------------------------------------------------
 
-    def tick(self, now: float | None = None) -> set[tuple[str, str]]:
-        """Re-run the rules on every session that could carry a flag; a few queries in all."""
+    def tick(
+        self, now: float | None = None, gateways: Collection[str] | None = None
+    ) -> set[tuple[str, str]]:
+        """Re-run the rules on every session that could carry a flag; a few queries in all.
+
+        ``gateways``: only theirs (the ones this bridge holds; another bridge ticks the
+        rest), else every gateway's.
+        """
         now = self.clock() if now is None else now
         skip_w, alt_w = detect.windows(self.thresholds)
         skips = connection.ops.quote_name(DispatchSkip._meta.db_table)
         where = (
-            "locked = %s OR waiter_count > 0 OR flag_count > 0 "
-            f"OR id IN (SELECT session_id FROM {skips} WHERE at >= %s)"
+            "(locked = %s OR waiter_count > 0 OR flag_count > 0 "
+            f"OR id IN (SELECT session_id FROM {skips} WHERE at >= %s))"
         )
+        params: list[Any] = [True, self.tables.dt(now - max(skip_w, alt_w))]
         with transaction.atomic():
+            if gateways is not None:
+                named = Gateway.objects.filter(name__in=gateways).values_list("pk", flat=True)
+                # The fence, as in apply: a gateway this bridge no longer holds is not its.
+                ids = [pk for pk in named if self.fence is None or self.fence(pk)]
+                if not ids:
+                    return set()
+                where += f" AND gateway_id IN ({', '.join(['%s'] * len(ids))})"
+                params += ids
             batch = Batch(self.tables)
-            batch.add_sessions(where, [True, self.tables.dt(now - max(skip_w, alt_w))])
+            batch.add_sessions(where, params)
             if not batch.by_pk:
                 return set()
             batch.load_waiters(list(batch.by_pk))

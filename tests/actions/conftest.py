@@ -12,7 +12,7 @@ from adminpanel.bridges.supervisor import BridgeSupervisor
 from adminpanel.models import Session
 from simgateway.server import SimGateway
 from tests.actions.support import HUNG, hung_run, mirrored
-from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from django.test import AsyncClient
 from adminpanel.models import AuditEntry, Session
 from tests.actions.conftest import Hung
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored, role_users
-from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_supervisor")]
 

@@ -14,7 +14,7 @@ from adminpanel.audit import chain as audit
 from adminpanel.models import AuditEntry, Session, Waiter
 from tests.actions.conftest import Hung
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
-from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_supervisor")]
 

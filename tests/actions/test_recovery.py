@@ -20,9 +20,9 @@ from django.utils import timezone
 from adminpanel.bridges import command_server, recovery
 from adminpanel.models import AuditEntry, Flag, Gateway, RecoveryPolicy, Session
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
-from tests.fixtures_sim import FAST, SimGatewayFactory
-from tests.test_views import Stream, ingest, locked_sessions
-from tests.users import make_user
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
+from tests.support.streams import Stream, ingest, locked_sessions
+from tests.support.users import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ from django.test import Client
 from adminpanel.api.views import MAX_BODY_BYTES
 from adminpanel.models import AuditEntry
 from tests.api.support import post
-from tests.test_views import Stream, ingest, locked_sessions
+from tests.support.streams import Stream, ingest, locked_sessions
 
 pytestmark = pytest.mark.django_db
 

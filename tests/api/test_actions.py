@@ -15,7 +15,7 @@ from adminpanel.models import AuditEntry
 from simgateway.server import SimGateway
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
 from tests.api.support import aget, apost, role_tokens
-from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_supervisor")]
 

@@ -8,7 +8,7 @@ from django.test import Client
 
 from adminpanel.models import ApiToken
 from tests.api.support import get, post
-from tests.test_views import Stream, ingest, locked_sessions
+from tests.support.streams import Stream, ingest, locked_sessions
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,8 @@ from adminpanel.audit import chain
 from simgateway.server import SimGateway
 from tests.actions.support import hung_run, mirrored
 from tests.api.support import apost, auth, get, post, role_tokens
-from tests.fixtures_sim import FAST, SimGatewayFactory
 from tests.observability.support import flag, gateway, session
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 KEY = "agent:main:telegram:direct:{}"
 

@@ -13,7 +13,7 @@ from django.test import Client
 from adminpanel.models import AuditEntry
 from adminpanel.roles import ACTION_PERMISSION, VIEW
 from tests.api.support import ACTION_SLUGS, ROLES, get, post
-from tests.test_views import Stream, ingest, locked_sessions
+from tests.support.streams import Stream, ingest, locked_sessions
 
 pytestmark = pytest.mark.django_db
 

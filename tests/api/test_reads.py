@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from adminpanel.bridges import leases
+from adminpanel.bridges.leases import Holder
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
+from adminpanel.models import Gateway
 from gateway_bridge.connection import ConnectionState
 from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
 from tests.api.support import get, post
-from tests.test_views import Stream, ingest, locked_sessions
+from tests.support.streams import Stream, ingest, locked_sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -139,6 +144,17 @@ def test_gateways_say_their_mode_and_what_observer_mode_cannot_see(viewer: str) 
     assert by_name["gw-obs"]["cannot_see"] == list(OBSERVER_BLIND_SPOTS)
     assert by_name["gw-plugin"]["mode"] == "plugin" and by_name["gw-plugin"]["cannot_see"] == []
     assert by_name["gw-plugin"]["version"] == "2026.9.6"
+
+
+def test_each_gateway_names_the_bridge_that_holds_it(viewer: str) -> None:
+    connected("gw-held", "plugin")
+    connected("gw-free", "plugin")
+    held = Gateway.objects.get(name="gw-held")
+    since = timezone.now()
+    leases.acquire(Holder("box-2:77:cd", "box-2", 77), held.pk, since, timedelta(seconds=60))
+    by_name = {g["name"]: g for g in get(Client(), "/api/v1/gateways", viewer).json()["gateways"]}
+    assert by_name["gw-held"]["bridge"] == {"host": "box-2", "pid": 77, "since": since.isoformat()}
+    assert by_name["gw-free"]["bridge"] is None
 
 
 def test_gateways_take_no_parameters(viewer: str) -> None:

@@ -15,7 +15,7 @@ from django.test import Client
 from adminpanel.api import tokens
 from adminpanel.models import ApiToken
 from tests.api.support import get
-from tests.users import make_user
+from tests.support.users import make_user
 
 pytestmark = pytest.mark.django_db
 

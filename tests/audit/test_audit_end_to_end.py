@@ -18,8 +18,8 @@ from adminpanel import actions
 from adminpanel.actions import Actor, Target
 from adminpanel.models import AuditEntry, Session
 from tests.actions.support import HUNG, hung_run, mirrored
-from tests.fixtures_sim import FAST, SimGatewayFactory
-from tests.users import make_user
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
+from tests.support.users import make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_supervisor")]
 

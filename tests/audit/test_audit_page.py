@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from adminpanel.audit import views as audit_views
 from tests.audit.support import KEY, attempt, attempt_ids, audit_clock, make_session, next_link
-from tests.users import make_user
+from tests.support.users import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from simgateway.server import SimGateway
-from tests.app_server import AppServer
-from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.support.app_server import AppServer
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")

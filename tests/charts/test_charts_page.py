@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tests.charts.support import flag, gateway_with_session, run, skip
-from tests.users import make_user
+from tests.support.users import make_user
 
 pytestmark = pytest.mark.django_db
 SVG = re.compile(r"<svg\b.*?</svg>", re.S)

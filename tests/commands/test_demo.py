@@ -14,9 +14,13 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.notify.receivers import http_receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 # The demo stages its failures within its first minute; this is only an upper bound.
@@ -61,6 +65,12 @@ def active_flag_codes(database: Path) -> set[str]:
         return {code for (code,) in rows}
 
 
+def skip_reasons(database: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(database, timeout=10)) as db:
+        rows = db.execute("SELECT DISTINCT reason FROM adminpanel_dispatchskip WHERE kind='skip'")
+        return {reason for (reason,) in rows}
+
+
 def http_status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -99,7 +109,11 @@ def test_the_demo_shows_the_seeded_failures_flagged_and_stops_cleanly_on_ctrl_c(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    wanted = {"terminal_but_held", "store_disagrees", "unbounded_waiter", "alternating_error"}
+    # no_progress needs RUNBOARD_STUCK_AFTER_S (120 s by default): the notice test shortens it.
+    wanted = {
+        "terminal_but_held", "store_disagrees", "unbounded_waiter", "alternating_error",
+        "skip_burst",
+    }  # fmt: skip
     try:
         deadline = time.monotonic() + DEADLINE_S
         codes: set[str] = set()
@@ -108,6 +122,7 @@ def test_the_demo_shows_the_seeded_failures_flagged_and_stops_cleanly_on_ctrl_c(
             with contextlib.suppress(sqlite3.OperationalError):
                 codes = active_flag_codes(tmp_path / "runboard.sqlite3")
         assert wanted <= codes
+        assert skip_reasons(tmp_path / "runboard.sqlite3") >= {"active-run"}
         login = f"http://127.0.0.1:{demo_env['RUNBOARD_DEMO_PORT']}/login/"
         assert http_status(login) == 200
     finally:
@@ -177,3 +192,58 @@ def test_the_demo_starts_its_bridge_process_again_when_it_dies(
     assert demo.returncode == 0, "".join(lines)
     assert not any(alive(pid) for pid in bridge_pids())
     assert "bridge_process_stopped" in "".join(lines)
+
+
+def stuck_notice(bodies: list[Any]) -> dict[str, Any] | None:
+    """The first notice raising ``no_progress`` for a session, if one came."""
+    for body in list(bodies):
+        flag = body.get("flag") if isinstance(body, dict) else None
+        if not isinstance(flag, dict) or body.get("event") != "flag_raised":
+            continue
+        if flag.get("code") == "no_progress" and body.get("session_key"):
+            return dict(body)
+    return None
+
+
+@pytest.mark.slow
+def test_the_demo_posts_a_notice_for_its_stuck_session_to_the_environments_webhook(
+    demo_env: dict[str, str],
+) -> None:
+    stuck_after_s = 10
+    manage(demo_env, "migrate", "--noinput")
+    with http_receiver() as receiver:
+        env = {
+            **demo_env,
+            "RUNBOARD_NOTIFY_WEBHOOK_URL": receiver.url,
+            "RUNBOARD_STUCK_AFTER_S": str(stuck_after_s),
+        }
+        started = time.time()
+        demo = subprocess.Popen(
+            [sys.executable, "manage.py", "demo"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        lines: list[str] = []
+        reading = threading.Thread(target=lambda: lines.extend(demo.stdout or ()), daemon=True)
+        reading.start()
+        notice: dict[str, Any] | None = None
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while time.monotonic() < deadline and notice is None:
+                time.sleep(0.1)
+                notice = stuck_notice(receiver.bodies)
+            arrived = time.time()
+        finally:
+            demo.send_signal(signal.SIGINT)
+            demo.wait(timeout=30)
+            reading.join(timeout=5)
+    assert notice is not None, "no no_progress notice within the bound:\n" + "".join(lines)
+    assert notice["gateway"] in ("sim-eu", "sim-next")
+    assert notice["session_key"].endswith(":demo-hung")
+    assert notice["session_url"]
+    since = datetime.fromisoformat(notice["flag"]["since"]).timestamp()
+    # Figures for the report (printed with -s), never asserted as timings.
+    print(
+        f"\nstuck notice: {arrived - since:.1f} s after the threshold was crossed, "
+        f"{arrived - started:.1f} s after the demo started (RUNBOARD_STUCK_AFTER_S={stuck_after_s})"
+    )
+    assert demo.returncode == 0, "".join(lines)

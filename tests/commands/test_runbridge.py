@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fixtures_sim import SimGatewayFactory
+from tests.support.fixtures_sim import SimGatewayFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "agent:main:telegram:direct:runbridge"

@@ -17,7 +17,7 @@ from tests.contract.targets import (
     Target,
     target_params,
 )
-from tests.fixtures_sim import SimGatewayFactory
+from tests.support.fixtures_sim import SimGatewayFactory
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,7 +10,7 @@ from django.test import Client
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Gateway
 from gateway_bridge.registry_decode import decode_or_reject
-from tests.users import make_user
+from tests.support.users import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -16,9 +16,9 @@ from gateway_bridge.errors import GatewayRejected
 from gateway_bridge.events import PhaseChanged, WaiterAdded
 from gateway_bridge.scopes import ADMIN, READ, WRITE, missing_for_actions, scopes_for
 from simgateway.server import SimGateway
-from tests.bridge.scripted import until
-from tests.bridge.support import ListSink, quick_bridge_settings, running
-from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.gateway_bridge.scripted import until
+from tests.gateway_bridge.support import ListSink, quick_bridge_settings, running
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 KEY = "agent:main:telegram:direct:alice"
 

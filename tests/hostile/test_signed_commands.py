@@ -21,9 +21,9 @@ from adminpanel.bridges.command_server import SeenCommands, verify
 from adminpanel.live.memory_layer import InProcessChannelLayer
 from gateway_bridge.connection import Bridge
 from simgateway.server import SimGateway
-from tests.bridge.scripted import until
-from tests.bridge.support import ListSink, quick_bridge_settings, running
-from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.gateway_bridge.scripted import until
+from tests.gateway_bridge.support import ListSink, quick_bridge_settings, running
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 KEY = "agent:main:telegram:direct:alice"
 PARAMS = {"session_key": KEY, "run_id": "run-1", "reason": "stuck", "messages": []}

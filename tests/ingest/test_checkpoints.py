@@ -15,7 +15,7 @@ from django.db import connection
 from adminpanel.bridges.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer, set_autocheckpoint
 from adminpanel.models import Gateway
 from tests.actions.support import eventually, mirrored
-from tests.fixtures_sim import SimGatewayFactory
+from tests.support.fixtures_sim import SimGatewayFactory
 
 # SQLite's WAL checkpoints: nothing to check on PostgreSQL.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded_only]

@@ -16,7 +16,7 @@ from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE
 from adminpanel.live.consumers import CLOSE_UNAUTHENTICATED
 from adminpanel.live.layers import group_has_members
 from runboard.asgi import application
-from tests.users import make_user
+from tests.support.users import make_user
 
 PATH = "/ws/sessions/"
 ORIGIN = (b"origin", b"http://127.0.0.1")

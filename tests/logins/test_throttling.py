@@ -8,7 +8,7 @@ import pytest
 from axes.models import AccessAttempt
 from django.test import Client
 
-from tests.users import make_user
+from tests.support.users import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -22,7 +22,7 @@ from gateway_bridge.events import DispatchSkipped, FollowupDrainFailed, LockAcqu
 from runboard.asgi import application
 from tests.ingest.streams import KEY, OTHER, T0, GatewayScript
 from tests.observability.support import gateway, samples, scrape_text, session, value
-from tests.users import make_user
+from tests.support.users import make_user
 
 
 def stored(name: str, **labels: str) -> int | None:

@@ -18,10 +18,10 @@ from gateway_bridge.events import (
     WaiterResolved,
 )
 from gateway_bridge.feed import EventSink
-from tests.bridge.scripted import until
-from tests.bridge.support import ListSink, quick_bridge_settings, running
-from tests.fixtures_sim import FAST
+from tests.gateway_bridge.scripted import until
+from tests.gateway_bridge.support import ListSink, quick_bridge_settings, running
 from tests.observer.conftest import ObserverGatewayFactory, PluginlessSimGateway
+from tests.support.fixtures_sim import FAST
 
 KEY_A = "agent:main:telegram:direct:alice"
 KEY_B = "agent:main:telegram:direct:bob"

@@ -7,8 +7,8 @@ import pytest
 from gateway_bridge.events import LockAcquired, LockReleased, PhaseChanged, WaiterAdded
 from gateway_bridge.observer.mode import ABORT_FALLBACK_DETAIL
 from gateway_bridge.results import ForceClearResult
-from tests.bridge.scripted import until
-from tests.bridge.support import ListSink, running
+from tests.gateway_bridge.scripted import until
+from tests.gateway_bridge.support import ListSink, running
 from tests.observer.conftest import ObserverGatewayFactory
 from tests.observer.test_observer_bridge import FAST, KEY_A, KEY_B, observer_bridge
 

@@ -18,8 +18,8 @@ from gateway_bridge.events import (
     RegistryEvent,
     WaiterAdded,
 )
-from tests.bridge.scripted import until
-from tests.bridge.support import running
+from tests.gateway_bridge.scripted import until
+from tests.gateway_bridge.support import running
 from tests.observer.conftest import ObserverGatewayFactory
 from tests.observer.test_observer_bridge import FAST, KEY_A, KEY_B, observer_bridge
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from tests.users import make_user
+from tests.support.users import make_user
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from django.test import Client
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
 from gateway_bridge.events import RegistryEvent
-from tests.test_views import T0, Stream
+from tests.support.streams import T0, Stream
 
 NOW = T0 + 600
 

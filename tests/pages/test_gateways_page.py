@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from django.utils.html import escape
 
+from adminpanel.bridges import leases
+from adminpanel.bridges.leases import Holder
 from adminpanel.detect import Thresholds
 from adminpanel.ingest import Ingestor
+from adminpanel.models import Gateway
 from gateway_bridge.connection import ConnectionState
 from gateway_bridge.observer import OBSERVER_BLIND_SPOTS
 
@@ -57,3 +61,14 @@ def test_the_gateways_query_count_does_not_grow_with_gateways(viewer: Client) ->
     with CaptureQueriesContext(connection) as many:
         viewer.get("/gateways/")
     assert len(many) == len(few)
+
+
+def test_a_gateway_shows_the_bridge_that_holds_it_or_that_none_does(viewer: Client) -> None:
+    connected("gw-held", mode="plugin")
+    connected("gw-orphan", mode="plugin")
+    Gateway.objects.filter(name__in=["gw-held", "gw-orphan"]).update(url="ws://127.0.0.1:1")
+    held = Gateway.objects.get(name="gw-held")
+    leases.acquire(Holder("box-1:4242:ab", "box-1", 4242), held.pk, timezone.now(), timedelta(60))
+    html = viewer.get("/gateways/").content.decode()
+    assert "box-1 pid 4242" in html
+    assert html.count("held by no bridge") == 1

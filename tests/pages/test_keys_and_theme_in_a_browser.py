@@ -16,8 +16,8 @@ from django.test import Client
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.pages.support import Stream, ingest
-from tests.test_views import locked_sessions
-from tests.users import make_user
+from tests.support.streams import locked_sessions
+from tests.support.users import make_user
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

@@ -132,7 +132,7 @@ def test_an_htmx_request_gets_only_the_table(viewer: Client) -> None:
 
 
 def test_a_flag_explains_itself_on_hover_and_to_assistive_technology(viewer: Client) -> None:
-    from tests.test_views import locked_sessions
+    from tests.support.streams import locked_sessions
 
     ingest(locked_sessions(Stream(), 1, leaked=1))
     html = viewer.get("/").content.decode()
@@ -176,7 +176,7 @@ def test_a_cursor_from_another_sort_is_refused(viewer: Client, small_pages: None
 
 
 def test_the_query_count_does_not_grow_with_the_rows_shown(viewer: Client) -> None:
-    from tests.test_views import locked_sessions
+    from tests.support.streams import locked_sessions
 
     ingest(locked_sessions(Stream("gw-a"), 2, leaked=2))
     with CaptureQueriesContext(connection) as few:

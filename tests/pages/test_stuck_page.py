@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from adminpanel.models import Session
 from gateway_bridge.events import GatewayStarted, LockAcquired, LockReleased, RunEnded
 from tests.pages.support import T0, Stream, ingest, row_keys
-from tests.test_views import locked_sessions
+from tests.support.streams import locked_sessions
 
 
 def three_stuck_one_fine(stream: Stream) -> None:

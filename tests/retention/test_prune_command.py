@@ -49,9 +49,10 @@ def test_prune_prints_what_it_deleted_per_table(old_rows: None) -> None:
         "timeline events: 35 deleted in 4 batches",
         "dispatch skips: 1 deleted in 1 batch",
         "cleared flags: 0 deleted",
-        output.splitlines()[-1],
+        output.splitlines()[-2],
+        "message texts: 0 dropped (0 requeued, 0 from before 2026-11-27T12:00:00+00:00)",
     ]
-    assert output.splitlines()[-1].startswith("longest batch: ")
+    assert output.splitlines()[-2].startswith("longest batch: ")
     assert TimelineEvent.objects.count() == 2 and not DispatchSkip.objects.exists()
     assert Flag.objects.count() == 1
 
@@ -75,6 +76,7 @@ def test_a_dry_run_says_what_would_go_and_deletes_nothing(old_rows: None) -> Non
         "timeline events: 35 would be deleted in 4 batches",
         "dispatch skips: 1 would be deleted in 1 batch",
         "cleared flags: 0 would be deleted",
+        "message texts: 0 would be dropped (0 requeued, 0 from before 2026-11-27T12:00:00+00:00)",
     ]
     assert TimelineEvent.objects.count() == 37 and DispatchSkip.objects.count() == 1
 
@@ -152,3 +154,20 @@ def test_the_loop_command_prunes_then_exits_cleanly_on_sigterm(tmp_path: Path) -
         if loop.poll() is None:
             loop.kill()
             loop.wait()
+
+
+def test_prune_blanks_message_texts_older_than_the_text_days_and_says_so(
+    old_rows: None, settings: object
+) -> None:
+    settings.RUNBOARD_MESSAGE_TEXT_DAYS = 3  # type: ignore[attr-defined]
+    session = make_session("agent:main:telegram:direct:bob")
+    DispatchSkip.objects.create(
+        gateway=session.gateway, session=session, kind="skip", at=NOW - 4 * DAY, text="hi"
+    )
+
+    output = run("--days", "30")
+
+    assert output.splitlines()[-1] == (
+        "message texts: 1 dropped (0 requeued, 1 from before 2026-12-01T12:00:00+00:00)"
+    )
+    assert list(DispatchSkip.objects.values_list("text", flat=True)) == [""]

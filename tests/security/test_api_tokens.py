@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from adminpanel.api import tokens
 from adminpanel.models import ApiToken
 from tests.api.support import get, post
-from tests.users import make_user
+from tests.support.users import make_user
 
 pytestmark = pytest.mark.django_db
 

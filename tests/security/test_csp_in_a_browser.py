@@ -15,8 +15,8 @@ from adminpanel.models import AuditEntry, Session
 from tests.audit.support import attempt
 from tests.pages.support import Stream, ingest
 from tests.pages.test_keys_and_theme_in_a_browser import ARGS, CHROMIUM, TIMEOUT_MS
-from tests.test_views import locked_sessions
-from tests.users import make_user
+from tests.support.streams import locked_sessions
+from tests.support.users import make_user
 
 # Collects what the browser reports: the event fires for every blocked script, style, etc.
 LISTEN = """

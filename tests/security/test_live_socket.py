@@ -13,7 +13,7 @@ from django.test import Client, override_settings
 from adminpanel.live.consumers import CLOSE_LOGGED_OUT
 from adminpanel.security import allowed_origin
 from runboard.asgi import application
-from tests.users import make_user
+from tests.support.users import make_user
 
 PATH = "/ws/sessions/"
 

@@ -10,8 +10,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.fixtures_sim import SimGatewayFactory
 from tests.simgateway.raw_client import WAIT_S, RawClient, connect_params
+from tests.support.fixtures_sim import SimGatewayFactory
 
 KEY = "agent:main:telegram:direct:42"
 

@@ -10,7 +10,7 @@ import pytest
 
 from simgateway.cli import parse_gateway, serve
 from simgateway.registry import ReplyRunRegistry
-from simgateway.workload import Action, Workload
+from simgateway.workload import Action, Repeat, Workload
 from tests.simgateway.raw_client import RawClient
 from tests.simgateway.registry_helpers import Rig, rig
 
@@ -76,6 +76,34 @@ def test_the_demo_on_2026_5_28_leaves_waiters_forever_and_a_leaked_aborted_lock(
     leaked = entries["agent:support:whatsapp:direct:demo-aborted"]
     assert leaked["result"] == {"kind": "aborted", "code": "aborted_by_user"}
     assert len(leaked["waiters"]) == 1
+
+
+def test_the_demo_on_2026_5_28_has_its_heartbeats_skipped_while_the_hung_run_holds_the_lock() -> (
+    None
+):
+    r = rig("2026.5.28")
+    play(r, Workload.demo("2026.5.28", seed=1, rate=0.0, sessions=0), until_s=30)
+    skips = [c for c in r.of_kind("skipped") if c["sessionKey"].endswith("demo-hung")]
+    assert len(skips) >= 3
+    assert {c["reason"] for c in skips} == {"active-run"}
+    assert all(c["text"].startswith("heartbeat") for c in skips)
+
+
+def test_the_demo_on_2026_9_skips_follow_ups_whose_wait_for_the_hung_lock_times_out() -> None:
+    r = rig("2026.9")
+    play(r, Workload.demo("2026.9", seed=1, rate=0.0, sessions=0), until_s=40)
+    resolved = [c["outcome"] for c in r.of_kind("waiter.resolved")]
+    skips = [c for c in r.of_kind("skipped") if c["sessionKey"].endswith("demo-hung")]
+    assert resolved.count("timed_out") >= 2
+    assert len(skips) >= 2 and {c["reason"] for c in skips} == {"active-run"}
+
+
+def test_a_repeat_keeps_coming_for_as_long_as_the_workload_runs() -> None:
+    key = "agent:main:main:direct:1"
+    w = Workload(rate=0.0, repeats=(Repeat(2.0, 5.0, key, "beat", "heartbeat"),))
+    actions = first(w, 4)
+    assert [a.at_s for a in actions] == [2.0, 7.0, 12.0, 17.0]
+    assert {(a.session_key, a.turn_kind) for a in actions} == {(key, "heartbeat")}
 
 
 def test_the_demo_on_2026_5_3_alternates_drain_failures_on_one_session() -> None:

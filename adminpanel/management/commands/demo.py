@@ -13,6 +13,7 @@ that gateway instead. Ctrl-C (or SIGTERM) stops all of it.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from typing import Any
@@ -28,6 +29,9 @@ from adminpanel.models import Gateway
 log = structlog.get_logger(__name__)
 
 SIM_TOKEN = "sim-token"
+# The demo's hung sessions should read "stuck" within a minute of its start: unless
+# RUNBOARD_STUCK_AFTER_S is set, the demo flags no_progress after 45 s, not 120 s.
+DEMO_STUCK_AFTER_S = "45"
 SIM_GATEWAYS = (("sim-eu", "2026.5.28"), ("sim-us", "2026.5.3"), ("sim-next", "2026.9"))
 
 
@@ -63,6 +67,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not os.environ.get("RUNBOARD_STUCK_AFTER_S"):
+            os.environ["RUNBOARD_STUCK_AFTER_S"] = DEMO_STUCK_AFTER_S  # the bridge process's
+            settings.RUNBOARD_STUCK_AFTER_S = float(DEMO_STUCK_AFTER_S)  # --bridge inline's
         give_demo_token(settings.RUNBOARD_DEMO_API_TOKEN)
         sim: subprocess.Popen[bytes] | None = None
         if not settings.RUNBOARD_GATEWAY_URL:

@@ -1,9 +1,11 @@
 """``manage.py prune [--days N] [--batch N] [--dry-run] [--loop --every SECONDS]``.
 
 Deletes timeline events, skips and cleared flags older than the retention
-(``adminpanel.retention``) and says what went, per table. With ``--loop`` it
-runs until SIGTERM, once every ``--every`` seconds, so a deployment can keep it
-beside the bridges; each step is a method the tests call directly.
+(``adminpanel.retention``) and says what went, per table; blanks users' message
+texts kept for requeue once requeued or older than ``RUNBOARD_MESSAGE_TEXT_DAYS``.
+With ``--loop`` it runs until SIGTERM, once every ``--every`` seconds, so a
+deployment can keep it beside the bridges; each step is a method the tests
+call directly.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ def whole_number(option: str, value: Any, minimum: int) -> int:
     return number
 
 
+def describe_texts(texts: retention.TextsDropped) -> str:
+    verb = "would be dropped" if texts.dry_run else "dropped"
+    return (
+        f"message texts: {texts.dropped} {verb} ({texts.requeued} requeued, "
+        f"{texts.aged} from before {texts.cutoff.isoformat()})"
+    )
+
+
 def describe(result: retention.PruneResult) -> list[str]:
     """The lines the command prints: the cutoff, then one line per table."""
     verb = "would be deleted" if result.dry_run else "deleted"
@@ -53,7 +63,9 @@ def describe(result: retention.PruneResult) -> list[str]:
 class Command(BaseCommand):
     help = (
         "Delete timeline events, dispatch skips and cleared flags older than "
-        "RUNBOARD_RETENTION_DAYS, in small batches. Audit entries are never deleted."
+        "RUNBOARD_RETENTION_DAYS, in small batches. Audit entries are never deleted. "
+        "Message texts kept for requeue are blanked once requeued or after "
+        "RUNBOARD_MESSAGE_TEXT_DAYS."
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -106,13 +118,17 @@ class Command(BaseCommand):
         days = self.days or settings.RUNBOARD_RETENTION_DAYS
         batch = self.batch or settings.RUNBOARD_PRUNE_BATCH
         now = self.clock()
+        pause_s = retention.default_pause_s()
         if self.dry_run:
             result = retention.prunable(now, days, batch)
         else:
-            result = retention.prune(now, days, batch, pause_s=retention.default_pause_s())
-        self.stdout.write("\n".join(describe(result)))
+            result = retention.prune(now, days, batch, pause_s=pause_s)
+        texts = retention.drop_message_texts(
+            now, settings.RUNBOARD_MESSAGE_TEXT_DAYS, batch, dry_run=self.dry_run, pause_s=pause_s
+        )
+        self.stdout.write("\n".join([*describe(result), describe_texts(texts)]))
         self.stdout.flush()  # a loop's output reaches the journal as it happens
-        return result.deleted > 0
+        return result.deleted + texts.dropped > 0
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on SIGTERM; True when the loop should go on."""

@@ -8,9 +8,9 @@ from typing import Any
 
 from gateway_bridge.connection import Bridge, full_jitter_delay
 from gateway_bridge.events import LockAcquired, RegistryEvent, SessionStatusChanged, Snapshot
-from tests.bridge.scripted import ScriptedGateway, now_ms, until
-from tests.bridge.support import ListSink, StateLog, running
-from tests.fixtures_sim import SimGatewayFactory
+from tests.gateway_bridge.scripted import ScriptedGateway, now_ms, until
+from tests.gateway_bridge.support import ListSink, StateLog, running
+from tests.support.fixtures_sim import SimGatewayFactory
 
 KEY = "agent:main:telegram:direct:carol"
 

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Upper bounds only: the server starts in a few seconds on an idle machine.
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0

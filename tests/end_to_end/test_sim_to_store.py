@@ -22,7 +22,7 @@ from adminpanel.models import DispatchSkip, Flag, Run, Session, TimelineEvent
 from simgateway.server import SimGateway
 from tests.actions.support import eventually
 from tests.actions.support import mirrored as mirrored_by_bridge
-from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_supervisor")]
 

@@ -20,9 +20,9 @@ from gateway_bridge.events import (
 )
 from gateway_bridge.results import ForceClearResult
 from simgateway.server import SimGateway
-from tests.bridge.scripted import until
-from tests.bridge.support import ListSink, StateLog, quick_bridge_settings, running
-from tests.fixtures_sim import FAST, SimGatewayFactory
+from tests.gateway_bridge.scripted import until
+from tests.gateway_bridge.support import ListSink, StateLog, quick_bridge_settings, running
+from tests.support.fixtures_sim import FAST, SimGatewayFactory
 
 KEY_A = "agent:main:telegram:direct:alice"
 KEY_B = "agent:main:telegram:direct:bob"

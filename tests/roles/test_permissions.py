@@ -21,7 +21,7 @@ from adminpanel.live.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from adminpanel.models import Session
 from runboard.asgi import application
 from tests.actions.support import role_users
-from tests.test_views import Stream, ingest, locked_sessions
+from tests.support.streams import Stream, ingest, locked_sessions
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

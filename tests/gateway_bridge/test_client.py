@@ -18,7 +18,7 @@ from gateway_bridge.errors import (
     GatewayUnavailable,
     HandshakeFailed,
 )
-from tests.bridge.scripted import ScriptedGateway, next_request, now_ms, until
+from tests.gateway_bridge.scripted import ScriptedGateway, next_request, now_ms, until
 
 TOKEN = "scripted-token"
 

@@ -13,9 +13,9 @@ from adminpanel.ingest import Ingestor
 from adminpanel.models import Session
 from gateway_bridge.connection import Bridge
 from gateway_bridge.events import RegistryEvent
-from tests.bridge.scripted import until
-from tests.bridge.support import running
-from tests.fixtures_sim import SimGatewayFactory
+from tests.gateway_bridge.scripted import until
+from tests.gateway_bridge.support import running
+from tests.support.fixtures_sim import SimGatewayFactory
 
 KEY = "agent:main:telegram:direct:erin"
 
