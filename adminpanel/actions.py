@@ -381,7 +381,6 @@ def _finish(
     a.session.refresh_from_db()
     entry = append_outcome(
         a.intent,
-        intent_id=a.intent.pk,
         actor=a.actor.name,
         actor_kind=a.actor.kind,
         action=a.action,

@@ -126,13 +126,18 @@ async def serve(bridge: Bridge, stop: asyncio.Event) -> None:
     joined_at: float | None = None  # not 0.0: the monotonic clock counts from boot
     try:
         while not stop.is_set():
-            if joined_at is None or time.monotonic() - joined_at > REJOIN_EVERY_S:
-                await layer.group_add(group, channel)
-                joined_at = time.monotonic()
             try:
+                if joined_at is None or time.monotonic() - joined_at > REJOIN_EVERY_S:
+                    await layer.group_add(group, channel)
+                    joined_at = time.monotonic()
                 async with asyncio.timeout(1.0):
                     message = await layer.receive(channel)
             except TimeoutError:
+                continue
+            except Exception as exc:  # the layer (Redis) is away: wait, then join again
+                log.warning("bridge_commands_unreachable", gateway=bridge.gateway, error=repr(exc))
+                joined_at = None  # a restarted Redis forgot the group
+                await asyncio.sleep(1.0)
                 continue
             if message.get("type") != MESSAGE_TYPE:
                 continue
