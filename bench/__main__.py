@@ -16,6 +16,7 @@ BENCHMARKS = (
     "event_to_dom",
     "viewer_queries",
     "retention_bench",
+    "faults",
 )
 
 

@@ -327,18 +327,57 @@ def redis_restart(servers: Servers, down_s: float = 5.0) -> Result:
         bridge, web = stack.bridge(), stack.web()
         wait_for("events flow", stack.flowing(50))
         assert viewer_pushes(web, 1, 30) >= 1, "no live push before the fault"
+        kept = KeptViewer(web)
         redis.stop()
         banner = watch_banner(web, lambda: False, 30)
         assert "Redis" in banner, f"the page did not say Redis is away: {banner!r}"
         time.sleep(down_s)
         redis.start()
+        kept.restarted()
         started = time.monotonic()
         wait_for("a viewer gets live pushes again", lambda: viewer_pushes(web, 1, 10) >= 1)
         recovery = time.monotonic() - started
+        wait_for(
+            "the viewer kept open across the restart is served again or told to reconnect",
+            lambda: kept.after_restart() != "silent",
+            30,
+        )
         wait_for("the banner clears", lambda: "Redis" not in web.banner(), 30)
         answer = act_until_answered(stack, web)
         alive(bridge, web.proc)
-        return Result("redis_restart", stack.counts(), recovery, banner, {"action_after": answer})
+        notes = {"action_after": answer, "kept_viewer": kept.after_restart()}
+        return Result("redis_restart", stack.counts(), recovery, banner, notes)
+
+
+class KeptViewer:
+    """A viewer socket opened before the fault and read on a thread of its own."""
+
+    def __init__(self, web: Web) -> None:
+        self.messages = 0
+        self.closed = False
+        self.mark = 0
+        threading.Thread(target=lambda: asyncio.run(self.read(web)), daemon=True).start()
+        wait_for("the kept viewer has its first state", lambda: self.messages > 0, 30)
+
+    async def read(self, web: Web) -> None:
+        ws_url = web.url.replace("http", "ws", 1) + "/ws/sessions/"
+        headers = {"Cookie": web.cookie_header(), "Origin": web.url}
+        try:
+            async with websockets.connect(ws_url, additional_headers=headers) as ws:
+                async for _ in ws:
+                    self.messages += 1
+        except (OSError, websockets.WebSocketException):
+            pass
+        self.closed = True
+
+    def restarted(self) -> None:
+        self.mark = self.messages
+
+    def after_restart(self) -> str:
+        """closed (the page reconnects), receives (pushes again), or silent."""
+        if self.closed:
+            return "closed"
+        return "receives" if self.messages > self.mark else "silent"
 
 
 def viewer_pushes(web: Web, wanted: int, timeout_s: float) -> int:

@@ -21,7 +21,7 @@ def assert_healed(result: Result) -> None:
     assert counts.as_dict() == {"lost": 0, "duplicated": 0, "unaudited": 0, "phantom_locks": 0}, (
         counts.detail
     )
-    assert sum(d["events"] for d in counts.detail.values()) > 100, counts.detail
+    assert sum(d["events"] for d in counts.detail.values()) > 50, counts.detail
 
 
 def test_a_gateway_killed_mid_turn_and_restarted_leaves_no_lock_of_its_old_boot(
@@ -71,6 +71,7 @@ def test_after_redis_stops_and_starts_live_pushes_and_commands_work_again(
     assert_healed(result)
     assert "Live updates unavailable: Redis unreachable" in result.banner
     assert result.notes["action_after"] in ("success", "noop", "conflict")
+    assert result.notes["kept_viewer"] in ("closed", "receives")
 
 
 def test_a_stalled_gateway_socket_is_noticed_and_the_bridge_resumes_without_loss(
