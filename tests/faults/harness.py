@@ -20,7 +20,6 @@ import http.cookiejar
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -236,12 +235,6 @@ class Stack:
         self.started.append(proc)
         return proc
 
-    def prepare(self) -> None:
-        """Migrations, the demo users, and an operator's API token."""
-        self.manage("migrate", "--noinput", "-v0")
-        self.manage("demo_users")
-        self.token = self.manage("create_api_token", "operator", "--name", "faults").strip()
-
     def start_gateway(self) -> subprocess.Popen[bytes]:
         self.gateway = self.start("gateway", sys.executable, "-m", "simgateway", *self.gateway_args)
         wait_for("the gateway listens", self._gateway_listens, 30)
@@ -400,7 +393,3 @@ def copy_database(postgres_url: str, name: str, template: str) -> str:
     with psycopg.connect(admin, autocommit=True) as db:
         db.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')  # type: ignore[arg-type]
     return re.sub(r"/[^/?]+\?", f"/{name}?", postgres_url)
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
