@@ -11,6 +11,12 @@ another owner) or ``error`` (gateway down, slow, or refused). Nothing is
 retried. The same ``once`` key (a form's submission id, an API client's
 Idempotency-Key) returns the first attempt's outcome instead of acting twice.
 
+An attempt cut off between its intent and its outcome (a worker killed, the
+database gone while the outcome is written) gets the outcome ``interrupted``:
+at the next start of a web worker or bridge (``mark_interrupted``), or when a
+retry asks for it once its deadline has passed. Whether the gateway acted is
+then unknown; the detail says so.
+
 Used by the pages, the JSON API and the recovery policies alike; the pages and
 the API reach the bridge over the channel layer, recovery (in the bridge's
 process) directly.
@@ -28,8 +34,18 @@ from typing import Any
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError, IntegrityError, connection
 from django.utils import timezone
 
+from adminpanel.action_outcomes import (
+    OUTCOME_RETRY_S,
+    SETTLE_WAIT_S,
+    UNRECORDED,
+    append_outcome,
+    first_line,
+    interrupted_before,
+    mark_one_interrupted,
+)
 from adminpanel.audit import chain as audit
 from adminpanel.bridges.command_client import BridgeCaller, call_bridge
 from adminpanel.models import AuditEntry, DispatchSkip, Session, Waiter
@@ -57,8 +73,6 @@ MAX_MESSAGES = 20
 # How a waiter ended when its message was lost (not answered, not waiting any more).
 LOST_OUTCOMES = ("aborted", "timed_out", "cleared")
 TIMEOUT_CODES = ("TIMEOUT", "BRIDGE_NOT_ANSWERING")
-# How long the audit's "state after" waits for the store to mirror a release.
-SETTLE_WAIT_S = 0.5
 # A pending intent a double submit waits for, at most (then it reports it as in progress).
 WAIT_FOR_FIRST_S = 1.0
 
@@ -366,9 +380,8 @@ def _finish(
     """Write the outcome; the state after, as recorded."""
     assert a.intent is not None and a.session is not None
     a.session.refresh_from_db()
-    entry = audit.append(
-        kind="outcome",
-        intent_id=a.intent.pk,
+    entry = append_outcome(
+        a.intent,
         actor=a.actor.name,
         actor_kind=a.actor.kind,
         action=a.action,
@@ -382,6 +395,9 @@ def _finish(
         duration_ms=ms,
         dry_run=a.dry_run,
     )
+    if entry is None:
+        # A retry after a write that did land, or marked interrupted meanwhile: keep that one.
+        return session_state(a.session)
     counters.count("actions", 1, action=a.action, result=result)
     log.info(
         "action_finished",
@@ -398,10 +414,16 @@ def _finish(
 
 
 def first_outcome(intent_id: int) -> Outcome:
-    """The outcome recorded for an intent, or ``pending`` while it has none."""
+    """The outcome recorded for an intent, or ``pending`` while it has none.
+
+    An intent past its deadline with no outcome was interrupted: it is marked so now.
+    """
     intent = AuditEntry.objects.get(pk=intent_id)
     target = Target(intent.gateway, intent.session_key, intent.expect_run_id)
     done = AuditEntry.objects.filter(intent_id=intent_id, kind="outcome").first()
+    if done is None and intent.at < interrupted_before(timezone.now()):
+        mark_one_interrupted(intent)
+        done = AuditEntry.objects.filter(intent_id=intent_id, kind="outcome").first()
     if done is None:
         return Outcome(intent_id, "pending", "The first submit of this action is still running.",
                        intent.action, target, repeated=True)  # fmt: skip
@@ -456,8 +478,33 @@ async def perform(
         result, detail, calls = await _ask_bridge(a, caller, budget)
     ms = int((time.monotonic() - started) * 1000)
     await _await_release(a, result)
-    after = await sync_to_async(_finish)(a, result, detail, calls, ms)
+    try:
+        after = await _finish_with_retries(a, result, detail, calls, ms)
+    except DatabaseError as exc:
+        # The gateway may have acted: say what it answered rather than a bare 500.
+        # The intent stays without an outcome; the next start marks it interrupted.
+        log.error("action_outcome_unrecorded", audit_id=a.intent.pk, result=result,
+                  error=first_line(exc))  # fmt: skip
+        detail += f" {UNRECORDED}"
+        return Outcome(a.intent.pk, result, detail, action, target, {}, calls)
     return Outcome(a.intent.pk, result, detail, action, target, after, calls)
+
+
+async def _finish_with_retries(
+    a: _Attempt, result: str, detail: str, calls: list[dict[str, Any]], ms: int
+) -> dict[str, Any]:
+    """``_finish``, tried again while the database refuses it (down, locked, full)."""
+    finish = sync_to_async(_finish)
+    for pause in OUTCOME_RETRY_S:
+        try:
+            return await finish(a, result, detail, calls, ms)
+        except IntegrityError:
+            raise
+        except DatabaseError as exc:
+            log.warning("action_outcome_retried", error=first_line(exc))
+            await sync_to_async(connection.close)()
+            await asyncio.sleep(pause)
+    return await finish(a, result, detail, calls, ms)
 
 
 async def _ask_bridge(

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from adminpanel import degraded
 from adminpanel.forms import StrictQueryForm
 from adminpanel.session_rows import stuck_count
 
 
 def page_context(context: dict[str, Any]) -> dict[str, Any]:
-    """``context`` with what the base template reads: ``now`` and the header's stuck count."""
+    """``context`` with what the base template reads: ``now``, the header's stuck count,
+    and what is degraded now (the banner)."""
     context.setdefault("now", timezone.now())
-    context["stuck_count"] = stuck_count()
+    context["degraded"] = degraded.notices()
+    try:
+        context["stuck_count"] = stuck_count()
+    except DatabaseError:
+        context["stuck_count"] = 0  # the banner says the store is unavailable
     return context
 
 

@@ -347,7 +347,9 @@ class AuditEntry(models.Model):
 
     KINDS = ("intent", "outcome")
     ACTIONS = ("force_clear", "requeue", "abort", "clear_and_requeue")
-    RESULTS = ("success", "noop", "conflict", "error")
+    # interrupted: the attempt stopped between its intent and its outcome (a crash);
+    # whether the gateway acted is unknown. Recorded at the next start (adminpanel.actions).
+    RESULTS = ("success", "noop", "conflict", "error", "interrupted")
 
     at = models.DateTimeField()
     kind = models.CharField(max_length=8, choices=[(k, k) for k in KINDS])
@@ -372,7 +374,7 @@ class AuditEntry(models.Model):
     once_key = models.CharField(max_length=200, blank=True, db_index=True)
     client_addr = models.CharField(max_length=64, blank=True)
     # Outcome fields.
-    result = models.CharField(max_length=8, blank=True, choices=[(r, r) for r in RESULTS])
+    result = models.CharField(max_length=16, blank=True, choices=[(r, r) for r in RESULTS])
     detail = models.TextField(blank=True)
     state_after = models.JSONField(default=dict, blank=True)
     calls = models.JSONField(default=list, blank=True)  # [{method, params, answer}] in summary

@@ -21,6 +21,7 @@ BENCHMARKS = (
     "sessions_page_1m",
     "rss",
     "fanout",
+    "faults",
 )
 # Names that run another benchmark's module with arguments.
 PRESETS = {"sessions_page_1m": ("sessions_page", "--timeline-rows", "1000000")}

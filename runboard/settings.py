@@ -97,6 +97,8 @@ MIDDLEWARE = [
     "adminpanel.security.PermissionsPolicyMiddleware",
     # Serves static/ (htmx, CSS) from daphne itself: no separate web server in the demo.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A database that is away: 503 naming it, not a bare 500 (adminpanel/degraded.py).
+    "adminpanel.degraded.StoreUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -46,7 +46,8 @@ MAX_BODY_BYTES = 64 * 1024
 ACTION_SLUGS = {a.replace("_", "-"): a for a in actions.ACTIONS}
 ACTION_FIELDS = {"gateway": True, "session_key": True, "reason": True, "expect_run_id": False}
 # An action's result → HTTP status; ``pending``: a retry whose first attempt still runs.
-RESULT_STATUS = {"success": 200, "noop": 200, "pending": 202, "conflict": 409, "error": 502}
+RESULT_STATUS = {"success": 200, "noop": 200, "pending": 202, "conflict": 409, "error": 502,
+                 "interrupted": 502}  # fmt: skip
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 REQUEST_ID_MAX = 64  # AuditEntry.request_id
 IDEMPOTENCY_KEY_MAX = 200

@@ -102,7 +102,7 @@ def _entry_fields(entry: AuditEntry) -> dict[str, Any]:
     return {name: getattr(entry, name) for name in KEYED_FIELDS}
 
 
-def _lock_chain() -> None:
+def lock_chain() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"LOCK TABLE {AuditEntry._meta.db_table} IN EXCLUSIVE MODE")
@@ -111,7 +111,7 @@ def _lock_chain() -> None:
 def append(**fields: Any) -> AuditEntry:
     """Append one record to the chain; ``fields`` are AuditEntry's, without the chain's own."""
     with transaction.atomic():
-        _lock_chain()
+        lock_chain()
         head = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
         seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
         entry = AuditEntry(seq=seq, prev_hash=prev_hash, at=timezone.now(), scheme=KEYED, **fields)
@@ -231,7 +231,7 @@ def append_once(once_key: str, **fields: Any) -> tuple[AuditEntry, bool]:
     submits arriving together still make one attempt.
     """
     with transaction.atomic():
-        _lock_chain()
+        lock_chain()
         first = AuditEntry.objects.filter(once_key=once_key, kind="intent").first()
         if first is not None:
             return first, False

@@ -37,8 +37,9 @@ from gateway_bridge.errors import GatewayError, GatewayTimeout, GatewayUnavailab
 
 log = structlog.get_logger(__name__)
 
-# Channel layers forget group members after a day; the listener joins again well before.
-REJOIN_EVERY_S = 600.0
+# Channel layers forget group members after a day, and a restarted Redis at once: the
+# listener joins again this often (a join is one cheap write).
+REJOIN_EVERY_S = 30.0
 # Of a command's time, what the answer's way back is given.
 REPLY_SHARE = 0.1
 REPLY_MAX_S = 0.1
@@ -191,20 +192,31 @@ async def serve(bridge: Bridge, stop: asyncio.Event) -> None:
     async def rejoin() -> None:
         while True:
             await asyncio.sleep(REJOIN_EVERY_S)
-            await layer.group_add(group, channel)
+            with contextlib.suppress(Exception):  # receive() below rejoins when it must
+                await layer.group_add(group, channel)
 
     async def receive() -> None:
         # One receive at a time, never cancelled but at the end: channels-redis drops a
         # channel's buffered messages when a receive() on it is cancelled.
         while True:
-            message = await layer.receive(channel)
+            try:
+                message = await layer.receive(channel)
+            except Exception as exc:  # the layer (Redis) is away: wait, then join again
+                log.warning("bridge_commands_unreachable", gateway=bridge.gateway, error=repr(exc))
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):  # a restarted Redis forgot the group
+                    await layer.group_add(group, channel)
+                continue
             if message.get("type") != MESSAGE_TYPE:
                 continue
             task = asyncio.create_task(handle(message), name=f"command:{bridge.gateway}")
             running.add(task)
             task.add_done_callback(running.discard)
 
-    await layer.group_add(group, channel)
+    try:
+        await layer.group_add(group, channel)
+    except Exception as exc:  # Redis away at start: receive() and rejoin() try again
+        log.warning("bridge_commands_unreachable", gateway=bridge.gateway, error=repr(exc))
     listeners = [asyncio.create_task(rejoin()), asyncio.create_task(receive())]
     try:
         await stop.wait()

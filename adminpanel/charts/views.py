@@ -19,7 +19,8 @@ from adminpanel.models import Gateway
 from adminpanel.roles import view_required
 
 REFRESH_S = 10
-RESULT_CSS = {"success": "s-ok", "noop": "s-muted", "conflict": "s-warn", "error": "s-crit"}
+RESULT_CSS = {"success": "s-ok", "noop": "s-muted", "conflict": "s-warn", "error": "s-crit",
+              "interrupted": "s-crit"}  # fmt: skip
 
 
 class ChartsForm(StrictQueryForm):

@@ -22,6 +22,7 @@ import structlog
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from adminpanel.action_outcomes import mark_interrupted
 from adminpanel.api.tokens import give_demo_token
 from adminpanel.bridges.child_process import die_with_parent, stop_process
 from adminpanel.models import Gateway
@@ -71,6 +72,7 @@ class Command(BaseCommand):
             os.environ["RUNBOARD_STUCK_AFTER_S"] = DEMO_STUCK_AFTER_S  # the bridge process's
             settings.RUNBOARD_STUCK_AFTER_S = float(DEMO_STUCK_AFTER_S)  # --bridge inline's
         give_demo_token(settings.RUNBOARD_DEMO_API_TOKEN)
+        mark_interrupted()  # actions a killed demo left between intent and outcome
         sim: subprocess.Popen[bytes] | None = None
         if not settings.RUNBOARD_GATEWAY_URL:
             base = settings.RUNBOARD_SIM_BASE_PORT

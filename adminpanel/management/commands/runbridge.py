@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
+from adminpanel.action_outcomes import mark_interrupted
 from adminpanel.bridges.leases import Holder
 from adminpanel.bridges.supervisor import BridgeSupervisor, configured_gateways
 from runboard.backends import check_backends
@@ -37,6 +38,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         check_backends()
+        # Attempts a killed worker or bridge left between intent and outcome.
+        mark_interrupted()
         lock = self._sqlite_single_bridge()
         targets = configured_gateways()
         if not targets:

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from django.core.management.base import BaseCommand, CommandParser
 
+from adminpanel.action_outcomes import mark_interrupted
 from runboard.backends import check_backends
 from runboard.env import SettingError
 from runboard.runtime import freeze_imported_objects
@@ -31,6 +32,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         check_backends()
+        # Attempts a killed worker or bridge left between intent and outcome.
+        mark_interrupted()
         from daphne import server as daphne_server
         from daphne.endpoints import build_endpoint_description_strings
 
