@@ -13,6 +13,7 @@ that gateway instead. Ctrl-C (or SIGTERM) stops all of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from django.core.management.base import BaseCommand
 from adminpanel.action_outcomes import mark_interrupted
 from adminpanel.api.tokens import give_demo_token
 from adminpanel.bridges.child_process import die_with_parent, stop_process
+from adminpanel.bridges.supervisor import BridgeSupervisor, GatewayTarget, configured_gateways
 from adminpanel.models import Gateway
 
 log = structlog.get_logger(__name__)
@@ -95,6 +97,19 @@ def stop_child(child: subprocess.Popen[bytes]) -> None:
     log.info("sim_gateways_stopped", returncode=child.returncode)
 
 
+async def keep_inline(targets: list[GatewayTarget], stop: asyncio.Event) -> None:
+    """``--bridge inline``: the bridges on the web server's loop, started again if they crash."""
+    pause = 1.0
+    while not stop.is_set():
+        try:
+            await BridgeSupervisor(targets).run(stop)
+        except Exception:
+            log.exception("inline_bridges_crashed", restart_in_s=pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+            pause = min(pause * 2, 30.0)
+
+
 def serve_with_bridges(port: int, *, inline: bool = False) -> None:
     """daphne on loopback; the bridges in a child process, or ``inline`` on daphne's loop."""
     from channels.layers import get_channel_layer
@@ -103,14 +118,13 @@ def serve_with_bridges(port: int, *, inline: bool = False) -> None:
     from twisted.internet import defer, reactor
 
     from adminpanel.bridges.child_process import BridgeProcess
-    from adminpanel.bridges.supervisor import BridgeSupervisor, configured_gateways
     from runboard.asgi import application
 
     loop: asyncio.AbstractEventLoop = daphne_server.twisted_loop
     asyncio.set_event_loop(loop)
     stop = asyncio.Event()
     if inline:
-        running = loop.create_task(BridgeSupervisor(configured_gateways()).run(stop))
+        running = loop.create_task(keep_inline(configured_gateways(), stop))
     else:
         running = loop.create_task(BridgeProcess(get_channel_layer()).run(stop))
 
