@@ -27,7 +27,7 @@ import structlog
 from django.db import connection, models, transaction
 from django.db.models import Q
 
-from adminpanel.actions import requeue_key, requeued_keys
+from adminpanel.held_messages import requeue_key, requeued_keys
 from adminpanel.models import AuditEntry, DispatchSkip, Flag, Session, TimelineEvent, Waiter
 
 log = structlog.get_logger(__name__)
@@ -198,7 +198,7 @@ def aged_texts(model: TextHolder, column: str, cutoff: datetime) -> models.Query
 def requeued_rows(session: Session) -> list[tuple[TextHolder, list[int]]]:
     """Rows of ``session`` whose message a requeue started (or found delivered), text kept.
 
-    Matched by the idempotency key ``actions.held_messages`` gave them, and then
+    Matched by the idempotency key ``held_messages.held_messages`` gave them, and then
     by message id: a message seen as a waiter and as a skip is requeued once.
     """
     done = requeued_keys(session)
