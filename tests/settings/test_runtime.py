@@ -13,7 +13,9 @@ from runboard.runtime import freeze_imported_objects
 
 def test_freezing_leaves_the_imported_objects_out_of_collections() -> None:
     frozen = freeze_imported_objects()
-    assert frozen == gc.get_freeze_count() > 10_000
+    assert frozen > 10_000
+    # Other tests' threads may free a frozen object meanwhile; nothing is frozen behind us.
+    assert 0 < gc.get_freeze_count() <= frozen
     # What was alive before is not in any generation a collection walks.
     assert gc.is_tracked(freeze_imported_objects)
     assert not any(o is freeze_imported_objects for o in gc.get_objects())
