@@ -163,11 +163,11 @@ class BridgeSupervisor:
             # connection is not reused; the next try opens a new one.
             connection.close()
             raise StoreUnavailable(first_line(exc)) from exc
-        except LeaseLost:
-            # Another bridge holds the gateway now and resumes from the store's cursor,
-            # so these events reach the store through it.
-            log.warning("gateway_write_fenced", gateway=events[0].gateway if events else "")
-            return False
+        except LeaseLost as exc:
+            # Held, not dropped: if this bridge takes the lease again the batch lands in
+            # order; if another bridge took it, this one is stopped at the next lease
+            # round and the other resumes from the store's cursor.
+            raise StoreUnavailable(f"this bridge does not hold {exc} now") from exc
         self.broadcaster.note(result.changed_sessions)
         return result.needs_snapshot
 
