@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import compress
 from operator import ne
 from typing import Any
 
-from django.db import connection, models
+from django.db import IntegrityError, connection, models, transaction
 
 from adminpanel.ingest.rows import (
     RUN_WRITE,
@@ -24,6 +26,12 @@ from adminpanel.models import DispatchSkip, Flag, Gateway, Run, Session, Timelin
 _EPOCH = datetime(1970, 1, 1)
 # From this many changed rows on, updates are grouped by the columns they changed.
 _GROUP_UPDATES_FROM = 64
+# From this many rows on, PostgreSQL gets them by COPY; fewer (the live path's few
+# events) go by executemany, one pipelined round trip where COPY takes three.
+_COPY_FROM = 64
+# The staging tables each PostgreSQL connection has committed (temporary tables
+# last as long as the connection; one created in a rolled-back transaction does not).
+_STAGED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _datetime_adapter() -> Callable[[float | None], Any]:
@@ -80,11 +88,25 @@ def _json_reader(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def _bound_cursor() -> Any:
+    """A server-binding cursor on Django's connection (so in its transaction).
+
+    Django's psycopg cursors bind on the client; COPY and multi-statement
+    set-up need psycopg's own cursor.
+    """
+    import psycopg
+
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
 def sql_in(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
     """``column IN (%s, ...)``; an always-false condition for no values."""
     params = list(values)
     if not params:
         return "1 = 0", []
+    if connection.vendor == "postgresql":  # one array parameter, however many values
+        return f"{column} = ANY(%s)", [params]
     return f"{column} IN ({', '.join(['%s'] * len(params))})", params
 
 
@@ -109,6 +131,13 @@ class Table:
             else None
             for f in self.fields
         ]
+        # On PostgreSQL a batch's rows travel by COPY (formatted in C) into a
+        # per-connection staging table, then one INSERT or UPDATE takes them from
+        # there: one statement where executemany sends one per row.
+        self.copies = connection.vendor == "postgresql"
+        self.pk = connection.ops.quote_name(meta.pk.column)
+        digest = zlib.crc32(",".join(self.columns).encode())
+        self.stage = connection.ops.quote_name(f"stage_{meta.db_table}_{digest:08x}")
 
         # On SQLite a bare datetime column goes through Django's regex converter on
         # fetch; an expression has no declared type, so it arrives as plain text.
@@ -133,7 +162,7 @@ class Table:
     def select(self, where: str, params: Sequence[Any]) -> list[list[Any]]:
         """Rows as lists in ``names`` order, times as epoch seconds."""
         sql = f"SELECT {', '.join(self.selected)} FROM {self.table} WHERE {where}"
-        with connection.cursor() as cursor:
+        with _bound_cursor() if self.copies else connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         readers = self.readers
@@ -153,13 +182,59 @@ class Table:
     ) -> None:
         if not rows:
             return
+        params = rows if adapted else [self.adapt(r) for r in rows]
+        if self.copies and len(params) >= _COPY_FROM:
+            self._insert_copied(params, skip_existing)
+            return
         marks = ", ".join(["%s"] * len(self.columns))
         sql = f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks})"
         if skip_existing:  # same syntax on SQLite >= 3.24 and PostgreSQL
             sql += " ON CONFLICT DO NOTHING"
-        params = rows if adapted else [self.adapt(r) for r in rows]
         with connection.cursor() as cursor:
             cursor.executemany(sql, params)
+
+    def _insert_copied(self, rows: Sequence[Sequence[Any]], skip_existing: bool) -> None:
+        columns = ", ".join(self.columns)
+        if skip_existing:
+            # Rows already stored are rare (a rewound cursor): copy straight in, and
+            # only when that meets one go the long way round through the stage.
+            try:
+                with transaction.atomic(), _bound_cursor() as cursor:
+                    self._copy(cursor, self.table, columns, rows)
+                return
+            except IntegrityError:
+                pass
+            with _bound_cursor() as cursor:
+                self._stage(cursor, columns, rows)
+                # A staging table is read in the order it was written: ids follow the batch.
+                cursor.execute(
+                    f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM {self.stage} "
+                    f"ON CONFLICT DO NOTHING; TRUNCATE {self.stage}"
+                )
+            return
+        with _bound_cursor() as cursor:
+            self._copy(cursor, self.table, columns, rows)
+
+    @staticmethod
+    def _copy(cursor: Any, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _stage(self, cursor: Any, columns: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Copy ``rows`` (of ``columns``) into this connection's staging table.
+
+        The table is left empty after each use (the statement that reads it
+        truncates it; a failure rolls its rows back), so it is only created here.
+        """
+        staged = _STAGED.setdefault(connection.connection, set())
+        if self.stage not in staged:
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ON COMMIT DELETE ROWS AS "
+                f"SELECT {self.pk}, {', '.join(self.columns)} FROM {self.table} WITH NO DATA"
+            )
+            transaction.on_commit(lambda: staged.add(self.stage))
+        self._copy(cursor, self.stage, columns, rows)
 
     def update(self, rows: Sequence[tuple[int, Sequence[Any]]]) -> None:
         """``rows``: (primary key, values in ``names`` order)."""
@@ -180,8 +255,22 @@ class Table:
             [a(v) if a is not None else v for a, v in zip(adapters, values, strict=True)] + [pk]
             for pk, values in rows
         ]
+        if self.copies and len(params) >= _COPY_FROM:
+            self._update_copied(only, params)
+            return
         with connection.cursor() as cursor:
             cursor.executemany(sql, params)
+
+    def _update_copied(self, only: tuple[int, ...], rows: list[list[Any]]) -> None:
+        """``rows``: the values at ``only``, then the primary key."""
+        columns = [self.columns[i] for i in only]
+        sets = ", ".join(f"{c} = s.{c}" for c in columns)
+        with _bound_cursor() as cursor:
+            self._stage(cursor, ", ".join([*columns, self.pk]), rows)
+            cursor.execute(
+                f"UPDATE {self.table} AS t SET {sets} FROM {self.stage} AS s "
+                f"WHERE t.{self.pk} = s.{self.pk}; TRUNCATE {self.stage}"
+            )
 
     def update_changed(self, rows: Iterable[tuple[int, Sequence[Any], Sequence[Any]]]) -> None:
         """``rows``: (primary key, values, values as loaded); writes only what changed.
@@ -197,7 +286,9 @@ class Table:
             only = tuple(compress(positions, map(ne, values, loaded)))
             if only:
                 changed.append((pk, values, only))
-        if len(changed) < _GROUP_UPDATES_FROM:
+        # On PostgreSQL every update writes a whole new row version anyway, so
+        # one statement over the union costs the least there at any size.
+        if self.copies or len(changed) < _GROUP_UPDATES_FROM:
             union = tuple(sorted({i for _, _, only in changed for i in only}))
             self.update_some(union, [(pk, [values[i] for i in union]) for pk, values, _ in changed])
             return

@@ -76,6 +76,33 @@ def test_the_same_events_delivered_twice_are_applied_once() -> None:
     assert Waiter.objects.count() == 1
 
 
+def test_a_big_batch_over_a_rewound_cursor_skips_the_rows_already_stored() -> None:
+    """A batch big enough for PostgreSQL's COPY path meets timeline rows and a
+    waiter already stored (the cursor was rewound): those are skipped, the rest land."""
+    g = GatewayScript()
+    events = [g.next(GatewayStarted, version="2026.5.28")]
+    for i in range(40):
+        key = f"agent:main:telegram:direct:{i}"
+        events.append(g.next(LockAcquired, session_key=key, run_id=f"run-{i}"))
+        events.append(g.next(WaiterAdded, session_key=key, waiter_id=f"w-{i}"))
+    ing = ingestor(Clock(T0 + 200))
+    ing.apply(events[:41])
+    stored = TimelineEvent.objects.count()
+    Gateway.objects.filter(name="gw").update(last_seq=0)  # an operator rewound the cursor
+    for i in range(40, 80):
+        key = f"agent:main:telegram:direct:{i}"
+        events.append(g.next(LockAcquired, session_key=key, run_id=f"run-{i}"))
+    result = ingestor(Clock(T0 + 200)).apply(events)
+    assert result.applied == len(events)
+    assert stored == 41
+    assert TimelineEvent.objects.count() == len(events)
+    assert sorted(TimelineEvent.objects.values_list("seq", flat=True)) == list(
+        range(1, len(events) + 1)
+    )
+    assert Waiter.objects.count() == 40
+    assert Session.objects.filter(locked=True).count() == 80
+
+
 def test_snapshot_reconciliation_releases_a_lock_missing_from_the_snapshot() -> None:
     g = GatewayScript()
     ing = ingestor(Clock(T0 + 10))
