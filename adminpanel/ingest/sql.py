@@ -38,14 +38,23 @@ def _datetime_adapter() -> Callable[[float | None], Any]:
     """Epoch seconds → what the backend stores, without a model round trip per value."""
     if connection.vendor == "sqlite":
         return _sqlite_text
-    return aware
+    return _utc
 
 
-def _datetime_reader() -> Callable[[Any], float]:
-    """A stored datetime → epoch seconds (SQLite hands back its text, PostgreSQL a datetime)."""
+def _utc(ts: float | None) -> datetime | None:
+    """Epoch seconds → an aware UTC datetime (``aware`` for values known to be numbers)."""
+    return None if ts is None else _fromtimestamp(ts, UTC)
+
+
+_fromtimestamp = datetime.fromtimestamp
+
+
+def _datetime_reader() -> Callable[[Any], float] | None:
+    """A stored datetime → epoch seconds: SQLite hands back its text; PostgreSQL
+    is asked for the epoch itself (see ``Table.selected``), so needs no reader."""
     if connection.vendor == "sqlite":
         return _sqlite_seconds
-    return lambda value: value.timestamp()
+    return None
 
 
 def _sqlite_seconds(value: str | datetime) -> float:
@@ -135,16 +144,20 @@ class Table:
         # per-connection staging table, then one INSERT or UPDATE takes them from
         # there: one statement where executemany sends one per row.
         self.copies = connection.vendor == "postgresql"
-        self.pk = connection.ops.quote_name(meta.pk.column)
+        self.pk = connection.ops.quote_name(str(meta.pk.column))
         digest = zlib.crc32(",".join(self.columns).encode())
         self.stage = connection.ops.quote_name(f"stage_{meta.db_table}_{digest:08x}")
 
         # On SQLite a bare datetime column goes through Django's regex converter on
         # fetch; an expression has no declared type, so it arrives as plain text.
+        # PostgreSQL sends the epoch as a double: no datetime is built to be undone.
+        as_time = (
+            "CAST({} AS TEXT)"
+            if connection.vendor == "sqlite"
+            else "EXTRACT(EPOCH FROM {})::float8"
+        )
         self.selected = [
-            f"CAST({c} AS TEXT)"
-            if connection.vendor == "sqlite" and isinstance(f, models.DateTimeField)
-            else c
+            as_time.format(c) if isinstance(f, models.DateTimeField) else c
             for c, f in zip(self.columns, self.fields, strict=True)
         ]
         reader = _datetime_reader()
