@@ -51,7 +51,7 @@ from bench.event_to_dom import (
     split_figures,
     viewers_served,
 )
-from stack.servers import PostgresServer, RedisServer, free_port
+from stack.servers import PostgresServer, RedisServer, free_port, secret_key_env
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = "bench"
@@ -284,7 +284,7 @@ def stack_env(folder: Path, pg: PostgresServer, redis: RedisServer) -> dict[str,
         "DJANGO_SETTINGS_MODULE": "runboard.settings",
         "RUNBOARD_DATABASE_URL": pg.url,
         "RUNBOARD_REDIS_URL": redis.url,
-        "RUNBOARD_SECRET_KEY": os.environ.get("RUNBOARD_SECRET_KEY") or secrets.token_urlsafe(50),
+        **secret_key_env(lambda: secrets.token_urlsafe(50)),
         "RUNBOARD_VAR_DIR": str(folder),
         "RUNBOARD_LOG_LEVEL": "WARNING",
         "RUNBOARD_GATEWAY_URL": "",  # set once the gateway's port is chosen

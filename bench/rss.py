@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bulk_store import load_timeline
-from stack.servers import PostgresServer, RedisServer, free_port
+from stack.servers import PostgresServer, RedisServer, free_port, secret_key_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSIONS = 100_000
@@ -182,8 +182,7 @@ def measure(folder: Path, load_s: float) -> dict[str, Any]:
             "RUNBOARD_DATABASE_URL": pg.url,
             "RUNBOARD_REDIS_URL": redis.url,
             "RUNBOARD_VAR_DIR": str(folder),
-            "RUNBOARD_SECRET_KEY": os.environ.get("RUNBOARD_SECRET_KEY")
-            or secrets.token_urlsafe(50),
+            **secret_key_env(lambda: secrets.token_urlsafe(50)),
             "RUNBOARD_LOG_LEVEL": os.environ.get("RUNBOARD_LOG_LEVEL", "WARNING"),
         }
         os.environ.update(env)

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from stack.servers import PostgresServer, RedisServer, ServerError
+from stack.servers import PostgresServer, RedisServer, ServerError, secret_key_env
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_BUDGET_S = 15.0
@@ -65,7 +65,7 @@ class Stack:
             **os.environ,
             "RUNBOARD_DATABASE_URL": self.pg.url,
             "RUNBOARD_REDIS_URL": self.redis.url,
-            "RUNBOARD_SECRET_KEY": os.environ.get("RUNBOARD_SECRET_KEY") or secret_key(self.folder),
+            **secret_key_env(lambda: secret_key(self.folder)),
         }
         self._manage("migrate", "--noinput")
         self._manage("demo_users")

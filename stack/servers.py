@@ -25,6 +25,15 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 
 
+def secret_key_env(new_key: Callable[[], str]) -> dict[str, str]:
+    """The secret key for child processes: the caller's own (a key or a key file),
+    else ``new_key()``. Setting a key beside an inherited key file would make
+    every child refuse to start (the two settings exclude each other)."""
+    if os.environ.get("RUNBOARD_SECRET_KEY") or os.environ.get("RUNBOARD_SECRET_KEY_FILE"):
+        return {}
+    return {"RUNBOARD_SECRET_KEY": new_key()}
+
+
 class ServerError(RuntimeError):
     """A server could not be found, started or reached; the message says which and why."""
 
