@@ -132,6 +132,8 @@ class Session(models.Model):
             models.Index(fields=["locked", "lock_acquired_at"], name="session_lock_age"),
             # Stuck tab and tick: sessions with flags, worst first.
             models.Index(fields=["flag_count", "worst_severity"], name="session_flagged"),
+            # Sessions page sorted by key (across gateways): read in order, not sorted.
+            models.Index(fields=["session_key", "id"], name="session_key_order"),
         ]
 
     def __str__(self) -> str:
