@@ -51,6 +51,7 @@ from adminpanel.models import AuditEntry, Session
 from adminpanel.observability import counters
 from gateway_bridge import commands
 from gateway_bridge.errors import GatewayError
+from gateway_bridge.scopes import missing_for_actions
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +156,22 @@ def planned_calls(
     return [call.as_dict() for call in calls]
 
 
+def scope_gap(action: str, session: Session) -> str:
+    """Why the scopes the gateway granted rule ``action`` out; empty when they do not
+    (or are not known yet: the gateway then refuses the call itself, and says so)."""
+    gateway = session.gateway
+    if gateway.granted_scopes is None:
+        return ""
+    lacking = missing_for_actions(gateway.mode, gateway.granted_scopes).get(action)
+    if not lacking:
+        return ""
+    return (
+        f"The gateway did not grant {' and '.join(lacking)}, which {LABELS[action]} needs "
+        f"in {gateway.mode} mode. Nothing was sent: raise the gateway's access level "
+        "(and its token's scopes) to allow it."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Preview:
     """What the confirmation dialog shows before the operator confirms."""
@@ -173,10 +190,10 @@ def preview(action: str, target: Target) -> Preview:
     session = find_session(target.gateway, target.session_key)
     state = session_state(session)
     messages = held_messages(session) if action in ("requeue", "clear_and_requeue") else []
-    warning = ""
+    warning = scope_gap(action, session)
     progress = state["last_progress_s"]
     recent = progress is not None and progress < RECENT_PROGRESS_S
-    if action in NEEDS_RUN and state["locked"] and recent and not state["result"]:
+    if not warning and action in NEEDS_RUN and state["locked"] and recent and not state["result"]:
         warning = (
             f"This run made progress {progress:.0f} s ago: it may still be answering. "
             "Clearing it may cost the user a reply."
@@ -225,6 +242,7 @@ class _Attempt:
     state: dict[str, Any] = field(default_factory=dict)
     messages: list[HeldMessage] = field(default_factory=list)
     conflict: str = ""
+    scope_gap: str = ""
 
 
 def _read(a: _Attempt) -> None:
@@ -232,6 +250,7 @@ def _read(a: _Attempt) -> None:
     session = find_session(a.target.gateway, a.target.session_key)
     a.session = session
     a.state = session_state(session)
+    a.scope_gap = scope_gap(a.action, session)
     if a.action in ("requeue", "clear_and_requeue"):
         a.messages = held_messages(session)
     expect = a.target.expect_run_id
@@ -262,7 +281,7 @@ def _write_intent(a: _Attempt) -> None:
         "batch": a.batch,
         "dry_run": a.dry_run,
         "state_before": a.state,
-        "planned_calls": [] if a.conflict else calls,
+        "planned_calls": [] if a.conflict or a.scope_gap else calls,
         "request_id": a.request_id,
         "client_addr": a.client_addr,
     }
@@ -386,6 +405,8 @@ async def perform(
     planned = planned_calls(action, a.state["mode"], target, a.messages)
     if a.conflict:
         result, detail = "conflict", a.conflict
+    elif a.scope_gap:
+        result, detail = "error", a.scope_gap
     elif dry_run:
         result, detail = "noop", "Dry run: nothing was sent to the gateway."
         detail += f" It would have made {len(planned)} call(s)."
