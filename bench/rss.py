@@ -215,6 +215,10 @@ def measure(folder: Path, load_s: float) -> dict[str, Any]:
         final = {name: rss_mb(pid) for name, pid in pids.items()}
         alive = all(child.poll() is None for child in children)
         stop(children)
+        if result["viewer_errors"] or not alive:  # say why, from the processes' own logs
+            for name in ("web", "bridge", "gateway"):
+                lines = (folder / f"{name}.log").read_text(errors="replace").splitlines()
+                log(f"{name}.log, last lines:\n" + "\n".join(lines[-40:]))
         events = events_stored()
         close_django()
     finally:
