@@ -8,9 +8,11 @@ deployment installs: nothing imports this module unless the settings name it.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 try:
     from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
+    from channels_redis.utils import decode_hosts
 except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise ImportError(
         "adminpanel.live.redis_layer needs the channels_redis package "
@@ -18,8 +20,25 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
     ) from exc
 
 
+# A receive blocks on the server for channels-redis' ``brpop_timeout`` (5 s) and
+# then asks again; the client's socket must wait longer than that, or a channel
+# quiet for 5 s raises TimeoutError (redis-py 6+ defaults ``socket_timeout`` to
+# 5 s): a viewer's socket then closes with 1011, a bridge's command listener fails
+# every few seconds. A Redis that is down is still seen at once (refused connects).
+SOCKET_TIMEOUT_S = 15.0
+
+
+def with_socket_timeout(hosts: list[Any] | None) -> list[dict[str, Any]]:
+    """``hosts`` decoded as channels-redis does, each given ``SOCKET_TIMEOUT_S`` unless set."""
+    return [{"socket_timeout": SOCKET_TIMEOUT_S, **entry} for entry in decode_hosts(hosts)]
+
+
 class RedisChannelLayer(ChannelsRedisLayer):
-    """``channels_redis``' layer plus ``group_has_members``."""
+    """``channels_redis``' layer plus ``group_has_members``, with a socket timeout
+    longer than its blocking receive."""
+
+    def __init__(self, hosts: list[Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(hosts=with_socket_timeout(hosts), **kwargs)
 
     async def group_has_members(self, group: str) -> bool:
         """Whether the group's sorted set holds a member that has not expired.
