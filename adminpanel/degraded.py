@@ -3,18 +3,23 @@
 Derived from real state, read when a page renders: the store answering at
 all, each enabled gateway's lease (no fresh lease while bridges run means no
 bridge mirrors it: its updates are paused), its connection as the bridge
-last recorded it, and a ping of Redis when the channel layer is Redis (cached
-for a few seconds per worker so a page load never waits on it twice). A page
-whose database is away answers 503 saying so (``StoreUnavailableMiddleware``).
+last recorded it, a ping of Redis when the channel layer is Redis (cached
+for a few seconds per worker so a page load never waits on it twice), and the
+free space of a SQLite database's disk: when it is full every write fails
+(the bridges hold their batches, actions are refused) while pages still read,
+and nobody can record that in the database, so the page asks the disk itself.
+A page whose database is away answers 503 saying so (``StoreUnavailableMiddleware``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -22,7 +27,7 @@ import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.signals import got_request_exception
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.html import escape
@@ -33,6 +38,8 @@ log = structlog.get_logger(__name__)
 
 REDIS_PING_CACHE_S = 3.0
 REDIS_PING_TIMEOUT_S = 0.5
+# Less free than this on a SQLite database's disk: its next writes fail, or already do.
+DISK_FULL_BYTES = 1 << 20
 _redis_seen: tuple[float, str] = (0.0, "")
 _redis_lock = threading.Lock()
 
@@ -83,9 +90,42 @@ def gateway_notices() -> list[str]:
     return notices
 
 
+def sqlite_folder() -> Path | None:
+    """The folder of the SQLite database in use (None on PostgreSQL or in memory)."""
+    if connection.vendor != "sqlite":
+        return None
+    name = str(connection.settings_dict["NAME"])
+    if name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(name).parent
+
+
+def disk_notice(folder: Path, free_bytes: int) -> str:
+    """What a page says about the store's disk with ``free_bytes`` left (blank: enough)."""
+    if free_bytes >= DISK_FULL_BYTES:
+        return ""
+    return (
+        f"The store's disk is full ({free_bytes // 1024} KiB free in {folder}): its writes "
+        "fail, so gateway updates are held and actions are refused until space is freed."
+    )
+
+
+def disk_problem() -> str:
+    folder = sqlite_folder()
+    if folder is None:
+        return ""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return ""
+    return disk_notice(folder, stat.f_bavail * stat.f_frsize)
+
+
 def notices() -> list[str]:
     """Every degraded part, one sentence each; empty when all is well."""
     found = []
+    if problem := disk_problem():
+        found.append(problem)
     try:
         found.extend(gateway_notices())
     except DatabaseError as exc:

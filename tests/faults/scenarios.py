@@ -33,6 +33,8 @@ from tests.faults.harness import Counts, Stack, Web, copy_database, wait_for
 # How long the store is locked or down, and the gateway or its socket stalled.
 STORE_DOWN_S = 30.0
 STALL_S = 8.0
+# What the pages say while the store's disk is full (adminpanel.degraded).
+DISK_FULL = "The store's disk is full"
 
 
 @dataclass
@@ -108,16 +110,22 @@ def running(stack: Stack) -> Iterator[Stack]:
         stack.close()
 
 
-def watch_banner(web: Web, until: Callable[[], bool], timeout_s: float = 90.0) -> str:
-    """The first degraded notice the page shows, polling until one shows or ``until()``."""
+def watch_banner(
+    web: Web, until: Callable[[], bool], timeout_s: float = 90.0, wanted: str = ""
+) -> str:
+    """The first degraded notice the page shows (holding ``wanted``, if given), polling
+    until one shows or ``until()``; else the last notice seen."""
     deadline = time.monotonic() + timeout_s
+    seen = ""
     while time.monotonic() < deadline:
         if text := web.banner():
-            return text
+            seen = text
+            if wanted in text:
+                return text
         if until():
-            return ""
+            return seen
         time.sleep(0.2)
-    return ""
+    return seen
 
 
 def alive(*procs: subprocess.Popen[bytes]) -> None:
@@ -498,7 +506,7 @@ def disk_full(servers: Servers, full_s: float = 10.0) -> Result:
             wait_for("events flow", stack.flowing(100))
             filler = fill(var)
             ends = time.monotonic() + full_s
-            banner = watch_banner(web, lambda: time.monotonic() > ends, full_s)
+            banner = watch_banner(web, lambda: time.monotonic() > ends, full_s, DISK_FULL)
             while time.monotonic() < ends:
                 alive(bridge)
                 time.sleep(0.5)
@@ -507,6 +515,7 @@ def disk_full(servers: Servers, full_s: float = 10.0) -> Result:
             started = time.monotonic()
             wait_for("events land again", stack.flowing(at_free + 20))
             recovery = time.monotonic() - started
+            wait_for("the banner clears", lambda: DISK_FULL not in web.banner(), 30)
             alive(bridge, web.proc)
             return Result("disk_full", stack.counts(), recovery, banner)
 

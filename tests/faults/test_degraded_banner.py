@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from adminpanel import degraded
@@ -55,6 +57,20 @@ def test_an_unreachable_redis_is_said_with_its_error(settings: Any) -> None:
     assert len(found) == 1 and found[0].startswith("Live updates unavailable: Redis unreachable")
     problem = degraded.redis_problem()
     assert problem and found[0].endswith(f"({problem}).")
+
+
+def test_a_store_disk_with_less_than_a_megabyte_free_is_said_to_be_full() -> None:
+    notice = degraded.disk_notice(Path("/srv/runboard/var"), 8192)
+    assert notice.startswith("The store's disk is full (8 KiB free in /srv/runboard/var)")
+    assert degraded.disk_notice(Path("/srv/runboard/var"), 64 << 20) == ""
+
+
+def test_the_sqlite_database_folder_is_the_disk_asked() -> None:
+    folder = degraded.sqlite_folder()
+    if connection.vendor == "sqlite":
+        assert folder is not None and folder.is_dir()
+    else:
+        assert folder is None
 
 
 def test_the_sessions_page_shows_the_banner(client: Client) -> None:
