@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ REDIS_PING_CACHE_S = 3.0
 REDIS_PING_TIMEOUT_S = 0.5
 # Less free than this on a SQLite database's disk: its next writes fail, or already do.
 DISK_FULL_BYTES = 1 << 20
+# A lease holder whose heartbeat is older than this many lease periods has stopped
+# (it beats every third of one): its gateway is paused until another bridge takes it.
+STALE_BEAT_LEASES = 2 / 3
 _redis_seen: tuple[float, str] = (0.0, "")
 _redis_lock = threading.Lock()
 
@@ -76,18 +79,40 @@ def gateway_notices() -> list[str]:
     """Gateways nobody mirrors now, and those whose connection is down."""
     now = timezone.now()
     ttl = timedelta(seconds=settings.RUNBOARD_BRIDGE_LEASE_S)
+    beats = dict(BridgeInstance.objects.values_list("instance", "heartbeat_at"))
     # Leases only count where bridges take them (runbridge); inline bridges hold none.
-    leased = BridgeInstance.objects.filter(heartbeat_at__gt=now - 10 * ttl).exists()
-    held = set(
-        GatewayLease.objects.filter(expires_at__gt=now).values_list("gateway__name", flat=True)
-    )
+    leased = any(beat > now - 10 * ttl for beat in beats.values())
+    leases = {
+        lease.gateway.name: lease
+        for lease in GatewayLease.objects.filter(expires_at__gt=now).select_related("gateway")
+    }
     notices = []
     for gw in Gateway.objects.filter(enabled=True).exclude(url="").order_by("name"):
-        if leased and gw.name not in held:
+        lease = leases.get(gw.name)
+        if leased and lease is None:
             notices.append(f"Gateway {gw.name} is held by no bridge: its updates are paused.")
+        elif leased and lease is not None and (why := holder_stopped(lease, beats, now, ttl)):
+            notices.append(
+                f"Gateway {gw.name} is held by no bridge: its updates are paused ({why})."
+            )
         elif gw.status != "connected" and gw.last_error:
             notices.append(f"Gateway {gw.name} is {gw.status}: {gw.last_error[:200]}")
     return notices
+
+
+def holder_stopped(
+    lease: GatewayLease, beats: dict[str, datetime], now: datetime, ttl: timedelta
+) -> str:
+    """Why the bridge holding ``lease`` is taken for dead though the lease still runs ("" if
+    alive). It beats every third of a lease: two beats missed say so before the lease ends."""
+    beat = beats.get(lease.holder)
+    if beat is not None and now - beat < ttl * STALE_BEAT_LEASES:
+        return ""
+    holder = f"pid {lease.pid} on {lease.host}"
+    if beat is None:
+        return f"the bridge holding it, {holder}, is gone"
+    age = (now - beat).total_seconds()
+    return f"the bridge holding it, {holder}, last answered {age:.0f} s ago"
 
 
 def sqlite_folder() -> Path | None:

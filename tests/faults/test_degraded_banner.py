@@ -46,6 +46,28 @@ def test_a_gateway_whose_lease_expired_while_bridges_run_is_held_by_no_bridge() 
     assert degraded.notices() == ["Gateway gw is held by no bridge: its updates are paused."]
 
 
+def test_a_gateway_whose_holder_stopped_beating_is_held_by_no_bridge_before_its_lease_ends(
+    settings: Any,
+) -> None:
+    settings.RUNBOARD_BRIDGE_LEASE_S = 6.0
+    gw = gateway()
+    bridge("bridge-1", beat_age_s=5.0)  # two beats (every 2 s) missed
+    bridge("bridge-2")
+    lease(gw, "bridge-1", expires_in_s=1.5)
+    assert degraded.notices() == [
+        "Gateway gw is held by no bridge: its updates are paused (the bridge holding it, "
+        "pid 1 on host, last answered 5 s ago)."
+    ]
+
+
+def test_a_holder_one_beat_late_still_holds_its_gateway(settings: Any) -> None:
+    settings.RUNBOARD_BRIDGE_LEASE_S = 6.0
+    gw = gateway()
+    bridge("bridge-1", beat_age_s=3.0)
+    lease(gw, "bridge-1", expires_in_s=3.0)
+    assert degraded.notices() == []
+
+
 def test_a_disconnected_gateway_is_named_with_its_last_error() -> None:
     gateway(status="disconnected", last_error="cannot connect: refused")
     assert degraded.notices() == ["Gateway gw is disconnected: cannot connect: refused"]
