@@ -14,7 +14,8 @@ appended to that file as one JSON line:
 A head behind the one last noted (the tail was cut, or the database restored)
 is warned about (``audit_head_went_back``) and not recorded, so the newest
 record stays the higher head and ``verify_audit --head-file`` (which checks
-the newest one) reports the cut.
+every record) reports the cut; a chain cut and grown again past the
+recorded head differs from the records of the entries it replaced.
 """
 
 from __future__ import annotations
@@ -197,16 +198,24 @@ def record(head: Head) -> None:
 
 def newest(path: str | Path) -> Head:
     """The last head record in a head file."""
+    return read(path)[-1]
+
+
+def read(path: str | Path) -> list[Head]:
+    """Every head record in a head file, oldest first (at least one)."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as exc:
         raise HeadFileError(f"cannot read the head file {str(path)!r}: {exc.strerror}") from None
-    for line in reversed(lines):
+    found = []
+    for line in lines:
         try:
             data = json.loads(line)
             head = Head(int(data["seq"]), str(data["hash"]), str(data.get("at", "")))
         except (ValueError, KeyError, TypeError):
-            continue  # a torn last line (the writer died mid-write): the one before counts
+            continue  # a torn line (its writer died mid-write): the others count
         if head.seq >= 1 and len(head.hash) == 64:
-            return head
-    raise HeadFileError(f"the head file {str(path)!r} holds no head record")
+            found.append(head)
+    if not found:
+        raise HeadFileError(f"the head file {str(path)!r} holds no head record")
+    return found

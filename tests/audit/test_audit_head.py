@@ -136,6 +136,21 @@ def test_a_cut_tail_is_caught_with_the_head_file(
     assert "entry #5-#6 was removed" in message and f"#6 {rows[-1].hash[:16]}" in message
 
 
+def test_a_tail_cut_and_grown_again_past_the_newest_record_is_caught(
+    head_file: Path, django_capture_on_commit_callbacks: Callable[..., object]
+) -> None:
+    three_attempts(django_capture_on_commit_callbacks)
+    tamper(f"DELETE FROM {TABLE} WHERE seq >= %s", [5])
+    with capture_logs() as logs, django_capture_on_commit_callbacks(execute=True):
+        for n in range(2):  # #5 and #6 again (not recorded: behind #6), then #7, #8
+            attempt(reason=f"after the cut {n}", request_id=f"req-cut-{n}")
+    assert head.newest(head_file).seq == 8  # the newest record matches the regrown chain
+    assert "audit_head_went_back" in [e["event"] for e in logs]
+    with pytest.raises(CommandError) as caught:
+        verify("--head-file", str(head_file))
+    assert "entry #5" in str(caught.value) and "differs from the head recorded" in str(caught.value)
+
+
 def test_a_recorded_head_entry_rewritten_is_caught(
     head_file: Path, django_capture_on_commit_callbacks: Callable[..., object]
 ) -> None:
