@@ -147,7 +147,7 @@ def gateway_restart(servers: Servers) -> Result:
     """The gateway SIGKILLed mid-turn and started again: its new boot ends the old locks."""
     with running(pg_stack(servers, "gateway_restart")) as stack:
         gateway, bridge, web = stack.start_gateway(), stack.bridge(), stack.web()
-        wait_for("events flow", stack.flowing(100))
+        wait_for("events flow", stack.warmed(100))
         wait_for("a turn holds a lock", lambda: stack.locked_session() is not None)
         old_boot = stack.cursor()[0]
         gateway.kill()
@@ -184,7 +184,7 @@ def bridge_sigkill(servers: Servers) -> Result:
         wait_for("the first bridge holds the gateway", lambda: stack.lease() == first.pid)
         second = stack.bridge("second")
         web = stack.web()
-        wait_for("events flow", stack.flowing(100))
+        wait_for("events flow", stack.warmed(100))
         first.kill()
         at_kill = stack.cursor()[1]
         started = time.monotonic()
@@ -206,7 +206,7 @@ def web_sigkill_mid_action(servers: Servers) -> Result:
         stack.start_gateway()
         bridge = stack.bridge()
         web = stack.web("web1")
-        wait_for("events flow", stack.flowing(50))
+        wait_for("events flow", stack.warmed(50))
         wait_for("a turn holds a lock", lambda: stack.locked_session() is not None)
         # The bridge paused: the action's command waits for it, so the worker is mid-action.
         bridge.send_signal(signal.SIGSTOP)
@@ -270,7 +270,7 @@ def sqlite_locked(servers: Servers, hold_s: float = STORE_DOWN_S) -> Result:
     with running(Stack(folder, var=var, redis_url=redis.url)) as stack:
         stack.start_gateway()
         bridge, web = stack.bridge(), stack.web()
-        wait_for("events flow", stack.flowing(100))
+        wait_for("events flow", stack.warmed(100))
         db = sqlite3.connect(var / "runboard.sqlite3", timeout=60, isolation_level=None)
         db.execute("BEGIN EXCLUSIVE")
         try:
@@ -304,7 +304,7 @@ def postgres_restart(servers: Servers, down_s: float = STORE_DOWN_S) -> Result:
         with running(stack):
             stack.start_gateway()
             bridge, web = stack.bridge(), stack.web()
-            wait_for("events flow", stack.flowing(100))
+            wait_for("events flow", stack.warmed(100))
             postgres.stop()
             ends = time.monotonic() + down_s
             banner = watch_banner(web, lambda: time.monotonic() > ends, down_s)
@@ -333,7 +333,7 @@ def redis_restart(servers: Servers, down_s: float = 5.0) -> Result:
     with running(Stack(folder, database_url=servers.database(), redis_url=redis.url)) as stack:
         stack.start_gateway()
         bridge, web = stack.bridge(), stack.web()
-        wait_for("events flow", stack.flowing(50))
+        wait_for("events flow", stack.warmed(50))
         assert viewer_pushes(web, 1, 30) >= 1, "no live push before the fault"
         kept = KeptViewer(web)
         redis.stop()
@@ -438,7 +438,7 @@ def socket_stall(servers: Servers, stall_s: float = STALL_S) -> Result:
     with running(pg_stack(servers, "socket_stall", tick_interval_s=1.0)) as stack:
         gateway = stack.start_gateway()
         bridge, web = stack.bridge(), stack.web()
-        wait_for("events flow", stack.flowing(100))
+        wait_for("events flow", stack.warmed(100))
         boot = stack.cursor()[0]
         gateway.send_signal(signal.SIGSTOP)
         try:
@@ -503,7 +503,7 @@ def disk_full(servers: Servers, full_s: float = 10.0) -> Result:
         with running(Stack(folder, var=var, redis_url=redis.url)) as stack:
             stack.start_gateway()
             bridge, web = stack.bridge(), stack.web()
-            wait_for("events flow", stack.flowing(100))
+            wait_for("events flow", stack.warmed(100))
             filler = fill(var)
             ends = time.monotonic() + full_s
             banner = watch_banner(web, lambda: time.monotonic() > ends, full_s, DISK_FULL)
