@@ -5,8 +5,8 @@ all, each enabled gateway's lease (no fresh lease while bridges run means no
 bridge mirrors it: its updates are paused), its connection as the bridge
 last recorded it, a ping of Redis when the channel layer is Redis (cached
 for a few seconds per worker so a page load never waits on it twice), and the
-free space of a SQLite database's disk: when it is full every write fails
-(the bridges hold their batches, actions are refused) while pages still read,
+free space of a SQLite database's disk: when it is full writes needing room fail
+(the bridges hold their batches, actions may fail) while pages still read,
 and nobody can record that in the database, so the page asks the disk itself.
 A page whose database is away answers 503 saying so (``StoreUnavailableMiddleware``).
 """
@@ -131,7 +131,7 @@ def disk_notice(folder: Path, free_bytes: int) -> str:
         return ""
     return (
         f"The store's disk is full ({free_bytes // 1024} KiB free in {folder}): its writes "
-        "fail, so gateway updates are held and actions are refused until space is freed."
+        "fail, so gateway updates are held and actions may fail until space is freed."
     )
 
 
