@@ -20,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0
+BACKENDS = ("RUNBOARD_DATABASE_URL", "RUNBOARD_REDIS_URL")
 
 
 def closed_port() -> int:
@@ -49,8 +50,10 @@ def chain(database: Path) -> list[tuple[int, str]]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
+    # A SQLite file of its own (read and cut below), whatever backends the run has.
+    inherited = {k: v for k, v in os.environ.items() if k not in BACKENDS}
     found = {
-        **os.environ,
+        **inherited,
         "RUNBOARD_VAR_DIR": str(tmp_path),
         # A gateway that does not answer: the bridge retries, the supervisor runs on.
         "RUNBOARD_GATEWAY_URL": f"ws://127.0.0.1:{closed_port()}",
