@@ -334,7 +334,8 @@ RUNBOARD_SIM_BASE_PORT = env_int("RUNBOARD_SIM_BASE_PORT", 18789, minimum=1, max
 # HMAC key of the audit chain, kept outside the database. Unset: derived from SECRET_KEY.
 RUNBOARD_AUDIT_KEY = env_optional_key("RUNBOARD_AUDIT_KEY", "RUNBOARD_AUDIT_KEY_FILE")
 # The chain's head (last seq and hash) is logged, and appended to this file when set,
-# every RUNBOARD_AUDIT_HEAD_EVERY entries or when RUNBOARD_AUDIT_HEAD_INTERVAL_S passed.
+# every RUNBOARD_AUDIT_HEAD_EVERY entries or when RUNBOARD_AUDIT_HEAD_INTERVAL_S passed;
+# bridge supervisors also read it every RUNBOARD_AUDIT_HEAD_INTERVAL_S and note it if it changed.
 RUNBOARD_AUDIT_HEAD_FILE = env_str("RUNBOARD_AUDIT_HEAD_FILE", "")
 RUNBOARD_AUDIT_HEAD_EVERY = env_int("RUNBOARD_AUDIT_HEAD_EVERY", 10, minimum=1)
 RUNBOARD_AUDIT_HEAD_INTERVAL_S = env_float("RUNBOARD_AUDIT_HEAD_INTERVAL_S", 60.0, minimum=0.0)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -154,13 +154,19 @@ def _in_order(chunk: int = 2000) -> Iterator[AuditEntry]:
         last = rows[-1].seq
 
 
-def verify(expect_head: str | None = None, recorded: heads.Head | None = None) -> ChainReport:
+def verify(expect_head: str | None = None, recorded: Sequence[heads.Head] = ()) -> ChainReport:
     """Walk the chain from the first record; report the first one altered or removed.
 
     Removing the newest records leaves a shorter chain that is still whole;
-    ``expect_head`` (a head hash noted earlier) or ``recorded`` (a head record,
-    ``adminpanel.audit.head``) catches that too.
+    ``expect_head`` (a head hash noted earlier) or ``recorded`` (head records,
+    ``adminpanel.audit.head``) catches that too. Each entry must match every
+    record of its seq, so a chain cut and grown again past the newest record
+    is caught as well.
     """
+    by_seq: dict[int, list[heads.Head]] = {}
+    for noted in recorded:
+        by_seq.setdefault(noted.seq, []).append(noted)
+    top = max(recorded, key=lambda h: h.seq, default=None)
     expected_seq, expected_prev = 1, GENESIS
     checked = 0
     hashes: set[str] = set()
@@ -189,10 +195,11 @@ def verify(expect_head: str | None = None, recorded: heads.Head | None = None) -
         unkeyed += entry.scheme == UNKEYED
         if not hmac.compare_digest(record_hash(_entry_fields(entry), key), entry.hash):
             return _report(checked, entry, ALTERED)
-        if recorded is not None and entry.seq == recorded.seq and entry.hash != recorded.hash:
-            return _report(
-                checked, entry, f"it differs from the head recorded at {recorded.at}: rewritten"
-            )
+        for noted in by_seq.get(entry.seq, ()):
+            if entry.hash != noted.hash:
+                return _report(
+                    checked, entry, f"it differs from the head recorded at {noted.at}: rewritten"
+                )
         hashes.add(entry.hash)
         expected_seq, expected_prev = entry.seq + 1, entry.hash
     head_seq = expected_seq - 1
@@ -201,11 +208,11 @@ def verify(expect_head: str | None = None, recorded: heads.Head | None = None) -
         return ChainReport(
             checked, head_seq, expected_prev, ChainProblem(head_seq + 1, None, what), unkeyed
         )
-    if recorded is not None and recorded.seq > head_seq:
-        span = f"#{head_seq + 1}" + (f"-#{recorded.seq}" if recorded.seq > head_seq + 1 else "")
+    if top is not None and top.seq > head_seq:
+        span = f"#{head_seq + 1}" + (f"-#{top.seq}" if top.seq > head_seq + 1 else "")
         what = (
-            f"entry {span} was removed: the head recorded at {recorded.at} "
-            f"is #{recorded.seq} {recorded.hash[:16]}…"
+            f"entry {span} was removed: the head recorded at {top.at} "
+            f"is #{top.seq} {top.hash[:16]}…"
         )
         return ChainReport(
             checked, head_seq, expected_prev, ChainProblem(head_seq + 1, None, what), unkeyed

@@ -4,7 +4,8 @@ This is the seam between ``gateway_bridge`` (plain asyncio, no Django) and the
 store: bridges hand batches of normalized events to a sink, the sink applies
 them through the single ``Ingestor`` (all store writes on one thread, in
 order), and a clock tick re-runs the flag rules so a lock that just sits
-still is flagged on time. Operator actions reach the bridges through their
+still is flagged on time. The audit chain's head is noted here on a timer too
+(``adminpanel.audit.head.watch``). Operator actions reach the bridges through their
 command listeners (``command_server``); automatic recovery (``recovery``)
 runs here too and calls the bridges directly. Used by ``manage.py runbridge``
 and ``manage.py demo``.
@@ -25,6 +26,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
+from adminpanel.audit import head as audit_head
 from adminpanel.bridges import command_server, leases, recovery
 from adminpanel.bridges.checkpoints import AUTOCHECKPOINT_DEFAULT, Checkpointer, set_autocheckpoint
 from adminpanel.ingest import Ingestor, LeaseLost
@@ -260,6 +262,8 @@ class BridgeSupervisor:
         self._tasks.append(
             asyncio.create_task(recovery.run(stop, self.broadcaster.note, caller), name="recovery")
         )
+        # The audit chain's head, noted outside the database even while nothing is appended.
+        self._tasks.append(asyncio.create_task(audit_head.watch(stop), name="audit_head"))
         tick = sync_to_async(self._tick_unless_unavailable, thread_sensitive=True)
         try:
             while not stop.is_set():

@@ -73,13 +73,46 @@ def test_the_head_is_recorded_every_n_entries_or_after_the_interval() -> None:
         assert recorder.due(13, now=81.0)  # a minute since
 
 
-def test_a_head_going_back_is_recorded_at_once_with_a_warning() -> None:
+def test_a_head_going_back_is_warned_about_once_and_not_recorded() -> None:
     recorder = head.Recorder()
-    with override_settings(RUNBOARD_AUDIT_HEAD_EVERY=10, RUNBOARD_AUDIT_HEAD_INTERVAL_S=60.0):
-        assert recorder.due(50, now=0.0)
+    with override_settings(RUNBOARD_AUDIT_HEAD_EVERY=1, RUNBOARD_AUDIT_HEAD_INTERVAL_S=60.0):
+        assert recorder.due(50, now=0.0, hash_="a" * 64)
         with capture_logs() as logs:
-            assert recorder.due(40, now=1.0)
+            assert not recorder.due(40, now=1.0, hash_="b" * 64)
+            assert not recorder.observed(40, "b" * 64, now=2.0)
+    # The newest record stays the higher head, so verify_audit --head-file reports the cut.
+    assert [e["event"] for e in logs] == ["audit_head_went_back"]
+    assert (logs[0]["seq"], logs[0]["recorded_seq"]) == (40, 50)
+    assert recorder.last_seq == 50
+
+
+def test_the_database_head_is_recorded_when_it_changed_and_not_again_while_it_stays() -> None:
+    recorder = head.Recorder()
+    assert recorder.observed(3, "a" * 64, now=0.0)
+    assert not recorder.observed(3, "a" * 64, now=60.0)
+    assert recorder.observed(4, "b" * 64, now=120.0)
+
+
+def test_the_same_seq_with_another_hash_is_a_head_gone_back() -> None:
+    recorder = head.Recorder()
+    assert recorder.observed(3, "a" * 64, now=0.0)
+    with capture_logs() as logs:
+        assert not recorder.observed(3, "c" * 64, now=60.0)
     assert logs[0]["event"] == "audit_head_went_back"
+
+
+def test_a_head_file_written_earlier_is_where_the_recorder_carries_on(
+    head_file: Path, django_capture_on_commit_callbacks: Callable[..., object]
+) -> None:
+    rows = three_attempts(django_capture_on_commit_callbacks)
+    tamper(f"DELETE FROM {TABLE} WHERE seq >= %s", [5])
+    recorder = head.Recorder()
+    head.start_from_file(recorder)
+    with capture_logs() as logs:
+        assert not head.check_current(recorder)
+    assert logs[0]["event"] == "audit_head_went_back"
+    assert (logs[0]["seq"], logs[0]["recorded_seq"]) == (4, 6)
+    assert head.newest(head_file).hash == rows[-1].hash
 
 
 def test_an_intact_chain_passes_against_its_head_file(
@@ -101,6 +134,21 @@ def test_a_cut_tail_is_caught_with_the_head_file(
     assert caught.value.returncode == 1
     message = str(caught.value)
     assert "entry #5-#6 was removed" in message and f"#6 {rows[-1].hash[:16]}" in message
+
+
+def test_a_tail_cut_and_grown_again_past_the_newest_record_is_caught(
+    head_file: Path, django_capture_on_commit_callbacks: Callable[..., object]
+) -> None:
+    three_attempts(django_capture_on_commit_callbacks)
+    tamper(f"DELETE FROM {TABLE} WHERE seq >= %s", [5])
+    with capture_logs() as logs, django_capture_on_commit_callbacks(execute=True):
+        for n in range(2):  # #5 and #6 again (not recorded: behind #6), then #7, #8
+            attempt(reason=f"after the cut {n}", request_id=f"req-cut-{n}")
+    assert head.newest(head_file).seq == 8  # the newest record matches the regrown chain
+    assert "audit_head_went_back" in [e["event"] for e in logs]
+    with pytest.raises(CommandError) as caught:
+        verify("--head-file", str(head_file))
+    assert "entry #5" in str(caught.value) and "differs from the head recorded" in str(caught.value)
 
 
 def test_a_recorded_head_entry_rewritten_is_caught(

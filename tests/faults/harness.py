@@ -48,6 +48,8 @@ PASSWORD = "faults-password-1"
 WAIT_S = 90.0
 LEASE_S = 4
 CALL_TIMEOUT_S = 1.0
+# Events stored before a fault is injected (the tests check more than 50 in all).
+WARM_EVENTS = 60
 
 
 def free_port() -> int:
@@ -293,6 +295,22 @@ class Stack:
             return bool(boot) and seq > beyond and (not boot_id or boot == boot_id)
 
         return check
+
+    def warmed(self, beyond: int) -> Callable[[], bool]:
+        """``flowing(beyond)``, and enough events stored that the checks mean something:
+        a bridge that started late (a slow machine) mirrors from a high sequence number."""
+        flowing = self.flowing(beyond)
+        return lambda: flowing() and self.stored() > WARM_EVENTS
+
+    def stored(self) -> int:
+        """The gateway's timeline events in the store (every boot)."""
+        rows = self.sql(
+            "SELECT count(*) FROM adminpanel_timelineevent t JOIN adminpanel_gateway g "
+            "ON g.id = t.gateway_id WHERE g.name = %s AND t.seq IS NOT NULL "
+            "AND t.kind <> 'snapshot'",
+            GATEWAY,
+        )
+        return int(rows[0][0])
 
     def lease(self) -> int | None:
         """The pid of the bridge holding the gateway's lease now, if any holds it."""

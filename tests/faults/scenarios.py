@@ -33,6 +33,8 @@ from tests.faults.harness import Counts, Stack, Web, copy_database, wait_for
 # How long the store is locked or down, and the gateway or its socket stalled.
 STORE_DOWN_S = 30.0
 STALL_S = 8.0
+# What the pages say while the store's disk is full (adminpanel.degraded).
+DISK_FULL = "The store's disk is full"
 
 
 @dataclass
@@ -108,16 +110,22 @@ def running(stack: Stack) -> Iterator[Stack]:
         stack.close()
 
 
-def watch_banner(web: Web, until: Callable[[], bool], timeout_s: float = 90.0) -> str:
-    """The first degraded notice the page shows, polling until one shows or ``until()``."""
+def watch_banner(
+    web: Web, until: Callable[[], bool], timeout_s: float = 90.0, wanted: str = ""
+) -> str:
+    """The first degraded notice the page shows (holding ``wanted``, if given), polling
+    until one shows or ``until()``; else the last notice seen."""
     deadline = time.monotonic() + timeout_s
+    seen = ""
     while time.monotonic() < deadline:
         if text := web.banner():
-            return text
+            seen = text
+            if wanted in text:
+                return text
         if until():
-            return ""
+            return seen
         time.sleep(0.2)
-    return ""
+    return seen
 
 
 def alive(*procs: subprocess.Popen[bytes]) -> None:
@@ -139,7 +147,7 @@ def gateway_restart(servers: Servers) -> Result:
     """The gateway SIGKILLed mid-turn and started again: its new boot ends the old locks."""
     with running(pg_stack(servers, "gateway_restart")) as stack:
         gateway, bridge, web = stack.start_gateway(), stack.bridge(), stack.web()
-        wait_for("events flow", stack.flowing(100))
+        wait_for("events flow", stack.warmed(100))
         wait_for("a turn holds a lock", lambda: stack.locked_session() is not None)
         old_boot = stack.cursor()[0]
         gateway.kill()
@@ -176,7 +184,7 @@ def bridge_sigkill(servers: Servers) -> Result:
         wait_for("the first bridge holds the gateway", lambda: stack.lease() == first.pid)
         second = stack.bridge("second")
         web = stack.web()
-        wait_for("events flow", stack.flowing(100))
+        wait_for("events flow", stack.warmed(100))
         first.kill()
         at_kill = stack.cursor()[1]
         started = time.monotonic()
@@ -198,7 +206,7 @@ def web_sigkill_mid_action(servers: Servers) -> Result:
         stack.start_gateway()
         bridge = stack.bridge()
         web = stack.web("web1")
-        wait_for("events flow", stack.flowing(50))
+        wait_for("events flow", stack.warmed(50))
         wait_for("a turn holds a lock", lambda: stack.locked_session() is not None)
         # The bridge paused: the action's command waits for it, so the worker is mid-action.
         bridge.send_signal(signal.SIGSTOP)
@@ -262,7 +270,7 @@ def sqlite_locked(servers: Servers, hold_s: float = STORE_DOWN_S) -> Result:
     with running(Stack(folder, var=var, redis_url=redis.url)) as stack:
         stack.start_gateway()
         bridge, web = stack.bridge(), stack.web()
-        wait_for("events flow", stack.flowing(100))
+        wait_for("events flow", stack.warmed(100))
         db = sqlite3.connect(var / "runboard.sqlite3", timeout=60, isolation_level=None)
         db.execute("BEGIN EXCLUSIVE")
         try:
@@ -296,7 +304,7 @@ def postgres_restart(servers: Servers, down_s: float = STORE_DOWN_S) -> Result:
         with running(stack):
             stack.start_gateway()
             bridge, web = stack.bridge(), stack.web()
-            wait_for("events flow", stack.flowing(100))
+            wait_for("events flow", stack.warmed(100))
             postgres.stop()
             ends = time.monotonic() + down_s
             banner = watch_banner(web, lambda: time.monotonic() > ends, down_s)
@@ -325,7 +333,7 @@ def redis_restart(servers: Servers, down_s: float = 5.0) -> Result:
     with running(Stack(folder, database_url=servers.database(), redis_url=redis.url)) as stack:
         stack.start_gateway()
         bridge, web = stack.bridge(), stack.web()
-        wait_for("events flow", stack.flowing(50))
+        wait_for("events flow", stack.warmed(50))
         assert viewer_pushes(web, 1, 30) >= 1, "no live push before the fault"
         kept = KeptViewer(web)
         redis.stop()
@@ -430,7 +438,7 @@ def socket_stall(servers: Servers, stall_s: float = STALL_S) -> Result:
     with running(pg_stack(servers, "socket_stall", tick_interval_s=1.0)) as stack:
         gateway = stack.start_gateway()
         bridge, web = stack.bridge(), stack.web()
-        wait_for("events flow", stack.flowing(100))
+        wait_for("events flow", stack.warmed(100))
         boot = stack.cursor()[0]
         gateway.send_signal(signal.SIGSTOP)
         try:
@@ -495,10 +503,10 @@ def disk_full(servers: Servers, full_s: float = 10.0) -> Result:
         with running(Stack(folder, var=var, redis_url=redis.url)) as stack:
             stack.start_gateway()
             bridge, web = stack.bridge(), stack.web()
-            wait_for("events flow", stack.flowing(100))
+            wait_for("events flow", stack.warmed(100))
             filler = fill(var)
             ends = time.monotonic() + full_s
-            banner = watch_banner(web, lambda: time.monotonic() > ends, full_s)
+            banner = watch_banner(web, lambda: time.monotonic() > ends, full_s, DISK_FULL)
             while time.monotonic() < ends:
                 alive(bridge)
                 time.sleep(0.5)
@@ -507,6 +515,7 @@ def disk_full(servers: Servers, full_s: float = 10.0) -> Result:
             started = time.monotonic()
             wait_for("events land again", stack.flowing(at_free + 20))
             recovery = time.monotonic() - started
+            wait_for("the banner clears", lambda: DISK_FULL not in web.banner(), 30)
             alive(bridge, web.proc)
             return Result("disk_full", stack.counts(), recovery, banner)
 

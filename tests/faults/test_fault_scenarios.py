@@ -89,6 +89,6 @@ def test_a_full_var_disk_holds_the_bridge_back_and_once_freed_nothing_is_lost(
     # This container lets root mount a tmpfs; where it cannot, the scenario says so and fails.
     result = scenarios.disk_full(servers)
     assert_healed(result)
-    # Whether the page can say so depends on whether SQLite still renews the lease in pages
-    # it already has (then nothing is degraded for the reader): not asserted, see
-    # docs/notes/faults.md.
+    # Read from the disk itself: the bridge cannot record its failing writes in a full store.
+    assert "The store's disk is full" in result.banner
+    assert "its writes fail" in result.banner

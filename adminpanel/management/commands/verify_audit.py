@@ -3,7 +3,8 @@
 Walks the hash chain from its first entry (``chain.verify``) with the audit key.
 Exit 0 and one line naming the head (note its hash: ``--expect-head`` with it
 later also catches newest entries removed since; ``--head-file`` does the same
-with the newest head recorded in ``RUNBOARD_AUDIT_HEAD_FILE``), or exit 1
+with the heads recorded in ``RUNBOARD_AUDIT_HEAD_FILE``, each of which the
+chain must still hold), or exit 1
 naming the first entry that was altered or removed.
 """
 
@@ -38,7 +39,7 @@ class Command(BaseCommand):
             metavar="FILE",
             default="",
             help="a head file (RUNBOARD_AUDIT_HEAD_FILE): the chain must still reach its "
-            "newest head, with the same hash",
+            "newest head, and hold every recorded head with the same hash",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -48,10 +49,10 @@ class Command(BaseCommand):
                 f"--expect-head must be a head hash as this command prints it "
                 f"(64 hex digits), not {options['expect_head']!r}"
             )
-        recorded = None
+        recorded: list[head.Head] = []
         if options["head_file"]:
             try:
-                recorded = head.newest(options["head_file"])
+                recorded = head.read(options["head_file"])
             except head.HeadFileError as exc:
                 raise CommandError(str(exc), returncode=2) from None
         report = chain.verify(expect_head=expect or None, recorded=recorded)
