@@ -291,7 +291,7 @@ class DispatchSkip(models.Model):
 
 
 class Flag(models.Model):
-    SEVERITIES = ("warning", "critical")
+    SEVERITIES: tuple[str, ...] = ("warning", "critical")
 
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="flags")
     code = models.CharField(max_length=40)
