@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.manage import manage
+
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0
 BACKENDS = ("RUNBOARD_DATABASE_URL", "RUNBOARD_REDIS_URL")
@@ -62,20 +64,8 @@ def env(tmp_path: Path) -> dict[str, str]:
         "RUNBOARD_AUDIT_HEAD_FILE": str(tmp_path / "audit-head.jsonl"),
         "RUNBOARD_AUDIT_HEAD_INTERVAL_S": "1",
     }
-    manage(found, "migrate", "--noinput", "-v0")
+    manage(found, "migrate", "--noinput", "-v0", check=False)
     return found
-
-
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -110,7 +100,7 @@ def append_quietly(env: dict[str, str], attempts: int) -> None:
         f"for n in range({attempts}):\n"
         "    attempt(reason=f'reason {n}', request_id=f'req-{n}')\n"
     )
-    done = manage(quiet, "shell", "-c", code)
+    done = manage(quiet, "shell", "-c", code, check=False)
     assert done.returncode == 0, done.stderr
 
 
@@ -140,6 +130,6 @@ def test_a_tail_cut_on_a_quiet_system_is_warned_about_live_and_caught_by_verify_
         db.execute("DELETE FROM adminpanel_auditentry WHERE seq >= 5")
     wait_for("the cut is warned about", lambda: "audit_head_went_back" in runbridge.read_text())
     assert head_records(head_file)[-1] == newest  # the lower head is not recorded over it
-    done = manage(env, "verify_audit", "--head-file", str(head_file))
+    done = manage(env, "verify_audit", "--head-file", str(head_file), check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "entry #5-#6 was removed" in done.stderr

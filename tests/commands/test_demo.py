@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.notify.receivers import http_receiver
+from tests.support.manage import manage
 
 ROOT = Path(__file__).resolve().parents[2]
 # The demo stages its failures within its first minute; this is only an upper bound.
@@ -45,18 +46,6 @@ def _free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
 
 
 def active_flag_codes(database: Path) -> set[str]:
