@@ -13,6 +13,7 @@ from adminpanel.bridges.supervisor import BridgeSupervisor, GatewayTarget
 from adminpanel.ingest import Ingestor
 from adminpanel.models import Session
 from adminpanel.roles import ROLES, ensure_roles
+from gateway_bridge.scopes import DEFAULT_SCOPES
 from simgateway.server import SimGateway
 
 HUNG = "agent:main:telegram:direct:hung"
@@ -20,10 +21,16 @@ HUNG = "agent:main:telegram:direct:hung"
 
 @contextlib.asynccontextmanager
 async def mirrored(
-    gw: SimGateway, name: str = "sim", *, ingestor: Ingestor | None = None
+    gw: SimGateway,
+    name: str = "sim",
+    *,
+    ingestor: Ingestor | None = None,
+    scopes: tuple[str, ...] = DEFAULT_SCOPES,
 ) -> AsyncIterator[BridgeSupervisor]:
-    """The bridge for ``gw`` running in this test's loop, writing into the test database."""
-    supervisor = BridgeSupervisor([GatewayTarget(name, gw.url, gw.token)], ingestor=ingestor)
+    """The bridge for ``gw`` running in this test's loop, writing into the test database;
+    it asks the gateway for ``scopes`` (the gateway's access level)."""
+    target = GatewayTarget(name, gw.url, gw.token, scopes)
+    supervisor = BridgeSupervisor([target], ingestor=ingestor)
     stop = asyncio.Event()
     task = asyncio.create_task(supervisor.run(stop))
     try:

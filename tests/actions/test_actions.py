@@ -12,6 +12,7 @@ from adminpanel import actions
 from adminpanel.actions import ActionRefused, Actor, Target
 from adminpanel.audit import chain as audit
 from adminpanel.models import AuditEntry, Gateway, Session, Waiter
+from gateway_bridge.scopes import ACCESS_SCOPES
 from tests.actions.conftest import Hung
 from tests.actions.support import HUNG, eventually, held_by, hung_run, mirrored
 from tests.support.fixtures_sim import FAST, SimGatewayFactory
@@ -228,21 +229,26 @@ async def test_in_observer_mode_force_clear_falls_back_to_chat_abort_and_says_so
 
 
 async def test_an_action_the_granted_scopes_rule_out_is_refused_audited_and_never_sent(
-    hung: Hung,
+    sim_gateway: SimGatewayFactory,
 ) -> None:
-    run_id = hung.run_id
-    # What the bridge records when the gateway's token grants read and write, not admin.
-    await sync_to_async(Gateway.objects.filter(name="sim").update)(
-        granted_scopes=["operator.read", "operator.write"]
-    )
-    preview = await sync_to_async(actions.preview)("force_clear", Target("sim", HUNG, run_id))
-    assert "operator.admin" in preview.warning
-    outcome = await actions.perform(
-        "force_clear", Target("sim", HUNG, run_id), reason="user reported no answer",
-        actor=OPERATOR,
-    )  # fmt: skip
-    assert outcome.result == "error"
-    assert "did not grant operator.admin" in outcome.detail and "Nothing was sent" in outcome.detail
-    assert await held_by(HUNG) == run_id  # the gateway was never asked
-    intent, done = await only_attempt()
-    assert intent.planned_calls == [] and done.calls == [] and done.result == "error"
+    gw = await sim_gateway(profile="2026.9", **FAST)
+    # The gateway's access level is "act": its bridge asks for read and write, not admin.
+    async with mirrored(gw, scopes=ACCESS_SCOPES["act"]):
+        run_id = await hung_run(gw)
+
+        async def granted_recorded() -> bool:
+            g = await sync_to_async(Gateway.objects.get)(name="sim")
+            return g.granted_scopes == ["operator.read", "operator.write"]
+
+        await eventually(granted_recorded)
+        target = Target("sim", HUNG, run_id)
+        preview = await sync_to_async(actions.preview)("force_clear", target)
+        assert "operator.admin" in preview.warning
+        outcome = await actions.perform(
+            "force_clear", target, reason="user reported no answer", actor=OPERATOR
+        )
+        assert outcome.result == "error"
+        assert "did not grant operator.admin" in outcome.detail and "Nothing was sent" in outcome.detail
+        assert await held_by(HUNG) == run_id  # the gateway was never asked
+        intent, done = await only_attempt()
+        assert intent.planned_calls == [] and done.calls == [] and done.result == "error"
