@@ -248,7 +248,8 @@ async def test_an_action_the_granted_scopes_rule_out_is_refused_audited_and_neve
             "force_clear", target, reason="user reported no answer", actor=OPERATOR
         )
         assert outcome.result == "error"
-        assert "did not grant operator.admin" in outcome.detail and "Nothing was sent" in outcome.detail
+        assert "did not grant operator.admin" in outcome.detail
+        assert "Nothing was sent" in outcome.detail
         assert await held_by(HUNG) == run_id  # the gateway was never asked
         intent, done = await only_attempt()
         assert intent.planned_calls == [] and done.calls == [] and done.result == "error"
