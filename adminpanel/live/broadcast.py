@@ -19,6 +19,7 @@ database connection) of its own.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -292,12 +293,14 @@ class Broadcaster:
                     self._next_due = due
                     continue
                 quiet_only = False
-                if self._quiet_pending(now) and prompt.wait(now) == 0:
+                news_wait = prompt.wait(now) if self._quiet_pending(now) else math.inf
+                if news_wait == 0:
                     prompt.take(now)
                     quiet_only = True
                 elif (wait := paced.wait(now)) > 0:
-                    # Changes meanwhile join this flush; a quiet row may cut in first.
-                    self._next_due = now + wait
+                    # Changes meanwhile join this flush; a quiet row cuts in first when
+                    # the prompt bucket refills before the pace allows the next flush.
+                    self._next_due = now + min(wait, news_wait)
                     continue
                 else:
                     paced.take(now)

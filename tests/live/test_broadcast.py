@@ -378,3 +378,33 @@ async def test_a_row_that_was_quiet_goes_out_at_once_while_busy_rows_wait_for_th
     assert quiet[1] in html and busy[1] not in html
     assert broadcaster.messages == 3
     assert broadcaster._pending == {busy}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_news_finding_the_prompt_bucket_empty_goes_with_its_next_token_not_the_pace() -> None:
+    from asgiref.sync import sync_to_async
+
+    busy, news = sorted(await sync_to_async(lock_sessions)(2))
+    layer = InProcessChannelLayer()
+    viewer = await layer.new_channel()
+    await layer.group_add(GROUP, viewer)
+    # One flush from each bucket; then the pace allows one an hour, the prompt bucket
+    # one every half second: only the prompt bucket's next token can carry the news.
+    broadcaster = Broadcaster(
+        layer=layer, interval_s=3600, burst=1, prompt_rate=2, row_interval_s=0, quiet_after_s=3600
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(broadcaster.run(stop))
+    try:
+        async with asyncio.timeout(10):  # a generous bound, not a timing assertion
+            broadcaster.note([busy])  # never sent, so quiet: the prompt bucket's token
+            assert busy[1] in (await layer.receive(viewer))["html"]
+            broadcaster.note([busy])  # busy now: the pace's one flush
+            assert busy[1] in (await layer.receive(viewer))["html"]
+            broadcaster.note([news])  # quiet, with both buckets empty
+            html = (await layer.receive(viewer))["html"]
+    finally:
+        stop.set()
+        await running
+    assert news[1] in html and busy[1] not in html
+    assert broadcaster.messages == 3
