@@ -170,7 +170,7 @@ class BridgeSupervisor:
             # order; if another bridge took it, this one is stopped at the next lease
             # round and the other resumes from the store's cursor.
             raise StoreUnavailable(f"this bridge does not hold {exc} now") from exc
-        self.broadcaster.note(result.changed_sessions)
+        self.broadcaster.note(result.changed_sessions, news=result.news_sessions)
         return result.needs_snapshot
 
     def _holds(self, gateway_pk: int) -> bool:
@@ -189,7 +189,9 @@ class BridgeSupervisor:
         """
         self._flush_states()
         held = None if self.holder is None else set(self.running)
-        self.broadcaster.note(self.ingestor.tick(gateways=held))
+        # What the rules change (a flag raised or cleared, a lock aborted) is news.
+        changed = self.ingestor.tick(gateways=held)
+        self.broadcaster.note(changed, news=changed)
         return self.ingestor.gaps_overdue()
 
     def _tick_unless_unavailable(self) -> set[str]:

@@ -43,6 +43,15 @@ class IngestResult:
     held: int = 0
     needs_snapshot: bool = False
     changed_sessions: set[tuple[str, str]] = field(default_factory=set)
+    # The changed sessions whose lock was taken or let go, whose run ended or whose
+    # message was skipped: what an operator watches for, pushed without waiting.
+    news_sessions: set[tuple[str, str]] = field(default_factory=set)
+
+
+# The event kinds that are news on a session's row (adminpanel.live.broadcast).
+NEWS_KINDS = frozenset(
+    {"lock_acquired", "lock_released", "run_ended", "dispatch_skipped", "followup_drain_failed"}
+)
 
 
 class Ingestor:
@@ -140,6 +149,8 @@ class Ingestor:
         record_batch(name, seq.ready, self.clock())
         result.applied += len(seq.ready)
         result.changed_sessions.update((name, key) for key in changed)
+        news = {getattr(ev, "session_key", "") for ev in seq.ready if ev.kind in NEWS_KINDS}
+        result.news_sessions.update((name, key) for key in changed & news)
         gw.boot_id, gw.last_seq, gw.past_boots = seq.boot_id, seq.last_seq, seq.past_boots
         self.tables.gateway_cursor.update(
             [(gw.pk, [gw.boot_id, gw.last_seq, gw.past_boots, gw.version, gw.profile])]

@@ -3,7 +3,8 @@
 Ingest (and the detect tick) report which sessions they changed; the
 ``Broadcaster`` collects those keys and flushes them at once, or under load
 at most every ``interval_s`` on average (a burst is one message; a busy row
-goes out at most every ``row_interval_s``, a row that was quiet at once).
+goes out at most every ``row_interval_s``; news, and a row that was quiet,
+at once).
 A flush renders the rows with the same partial the page uses
 (``adminpanel/session_row.html``, with ``oob`` set) plus the header's
 stuck count, and sends the HTML once to the ``sessions`` group. Every
@@ -96,7 +97,10 @@ class Broadcaster:
     Each row is throttled on its leading edge: a row that has been quiet for
     ``quiet_after_s`` goes out at once (a lock appearing, a flag raised on a
     lock that sat still), while a busy row is sent at most every
-    ``row_interval_s`` and its changes meanwhile coalesce.
+    ``row_interval_s`` and its changes meanwhile coalesce. *News* is treated
+    as a quiet row whatever its row's interval: a lock taken or let go, a run
+    ended, a skip, a flag raised or cleared (what ingest and the rules report
+    as ``news``) — a running turn's phases and activity are the churn.
 
     Flushes are paced by two token buckets. Busy rows wait for the paced
     bucket: under load at most one flush per ``interval_s`` on average, and
@@ -136,6 +140,7 @@ class Broadcaster:
         self.max_rows = max_rows
         self._layer = layer
         self._pending: set[SessionKey] = set()
+        self._news: set[SessionKey] = set()  # pending rows that carry news
         self._sent_at: dict[SessionKey, float] = {}
         self._next_due: float | None = None
         self._lock = threading.Lock()
@@ -185,13 +190,18 @@ class Broadcaster:
             finally:
                 executor.shutdown(wait=False)
 
-    def note(self, keys: Iterable[SessionKey]) -> None:
-        """Record committed changes; safe to call from any thread."""
+    def note(self, keys: Iterable[SessionKey], *, news: Iterable[SessionKey] = ()) -> None:
+        """Record committed changes; safe to call from any thread.
+
+        ``news``: those of ``keys`` whose change an operator watches for; they go
+        out like quiet rows, not held to their row's interval.
+        """
         keys = set(keys)
         if not keys:
             return
         with self._lock:
             self._pending |= keys
+            self._news |= keys.intersection(news)
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
             loop.call_soon_threadsafe(wake.set)
@@ -200,6 +210,8 @@ class Broadcaster:
         """When the first pending row may go out (at or before ``now``: at once); None: none."""
         with self._lock:
             pending = list(self._pending)
+            if self._news:
+                return now
         if not pending:
             return None
         sent_at, interval = self._sent_at, self.row_interval_s
@@ -212,8 +224,10 @@ class Broadcaster:
         return due
 
     def _quiet_pending(self, now: float) -> bool:
-        """Whether a pending row has not been sent for ``quiet_after_s``."""
+        """Whether a pending row carries news or has not been sent for ``quiet_after_s``."""
         with self._lock:
+            if self._news:
+                return True
             pending = list(self._pending)
         sent_at, quiet_after = self._sent_at, self.quiet_after_s
         return any((at := sent_at.get(k)) is None or at + quiet_after <= now for k in pending)
@@ -221,14 +235,15 @@ class Broadcaster:
     def _take_ready(self, now: float, *, quiet_only: bool = False) -> set[SessionKey]:
         """Pending keys whose row may be sent now; the rest stay pending until due.
 
-        ``quiet_only``: just the rows quiet for ``quiet_after_s``; rows that are
-        due but busy stay pending for the next paced flush.
+        ``quiet_only``: just the news and the rows quiet for ``quiet_after_s``;
+        rows that are due but busy stay pending for the next paced flush.
         """
         remembered = now - max(self.row_interval_s, self.quiet_after_s)
         self._sent_at = sent_at = {k: at for k, at in self._sent_at.items() if at > remembered}
         horizon = now - (self.quiet_after_s if quiet_only else self.row_interval_s)
         with self._lock:
-            held = {k for k in self._pending if sent_at.get(k, horizon) > horizon}
+            news, self._news = self._news, set()
+            held = {k for k in self._pending - news if sent_at.get(k, horizon) > horizon}
             ready, self._pending = self._pending - held, held
         due = [max(now, sent_at[k] + self.row_interval_s) for k in held]
         self._next_due = min(due) if due else None

@@ -18,7 +18,14 @@ from adminpanel.ingest import Ingestor
 from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE, Broadcaster, TokenBucket, render_changes
 from adminpanel.live.memory_layer import InProcessChannelLayer
 from adminpanel.models import Flag, Session
-from gateway_bridge.events import GatewayStarted, LockAcquired, RegistryEvent, RunEnded
+from gateway_bridge.events import (
+    GatewayStarted,
+    LockAcquired,
+    LockReleased,
+    PhaseChanged,
+    RegistryEvent,
+    RunEnded,
+)
 
 T0 = 1_800_000_000.0
 NOW = T0 + 60
@@ -259,6 +266,45 @@ def test_a_busy_row_waits_for_its_interval_while_a_quiet_row_goes_out_at_once() 
     assert busy[1] in first["html"] and quiet[1] not in first["html"]
     assert quiet[1] in second["html"] and busy[1] not in second["html"]
     assert async_to_sync(broadcaster.flush)() is False  # busy is still waiting
+
+
+@pytest.mark.django_db
+def test_news_on_a_busy_row_goes_out_at_once_while_its_churn_waits_for_the_interval() -> None:
+    row, other = sorted(lock_sessions(2))
+    layer = InProcessChannelLayer()
+    [viewer] = viewers(layer, 1)
+    broadcaster = Broadcaster(layer=layer, row_interval_s=3600, own_thread=False)
+    broadcaster.note([row, other])
+    async_to_sync(broadcaster.flush)()  # both sent: busy for an hour from now
+    broadcaster.note([other])  # churn (a phase change): held to its interval
+    broadcaster.note([row], news=[row])  # news (its lock let go): not held
+    async_to_sync(broadcaster.flush)(quiet_only=True)
+
+    _, second = received(layer, viewer)
+    assert row[1] in second["html"] and other[1] not in second["html"]
+    assert async_to_sync(broadcaster.flush)() is False  # the churn still waits
+    assert broadcaster._pending == {other}
+
+
+@pytest.mark.django_db
+def test_ingest_reports_a_lock_taken_or_let_go_as_news_and_a_phase_change_as_churn() -> None:
+    stream = Stream()
+    ingestor = Ingestor(thresholds=Thresholds(), clock=lambda: NOW)
+    started = stream(GatewayStarted, T0, version="2026.9.6", profile="2026.9")
+    taken = ingestor.apply([started, stream(LockAcquired, T0 + 1, session_key=key(1), run_id="r1")])
+    assert taken.news_sessions == taken.changed_sessions == {("gw-a", key(1))}
+
+    phase = stream(PhaseChanged, T0 + 2, session_key=key(1), run_id="r1", phase="streaming")
+    churn = ingestor.apply([phase])
+    assert churn.changed_sessions == {("gw-a", key(1))} and churn.news_sessions == set()
+
+    ended = ingestor.apply(
+        [
+            stream(RunEnded, T0 + 3, session_key=key(1), run_id="r1", result="completed"),
+            stream(LockReleased, T0 + 3, session_key=key(1), run_id="r1"),
+        ]
+    )
+    assert ended.news_sessions == {("gw-a", key(1))}
 
 
 @pytest.mark.django_db
