@@ -13,7 +13,7 @@ BASE_PYTHON := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/pyth
 .PHONY: help venv system-deps openclaw-deps demo test test-fast test-backends lint bench migrate clean stack
 
 # Tests that need neither Chromium nor OpenClaw: the edit-and-test loop.
-FAST := -m "not browser and not openclaw"
+FAST := -m "not browser and not openclaw and not postgres_only"
 # The folders that also run on PostgreSQL and Redis (stack/with_backends.py).
 BACKEND_TESTS := tests/ingest tests/live tests/actions tests/api tests/audit tests/retention tests/bridges/test_leases.py
 
@@ -74,7 +74,7 @@ openclaw-deps: venv
 	$(PY) -m tests.openclaw.install
 
 test: venv system-deps openclaw-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not postgres_only"
 	$(MAKE) --no-print-directory test-backends
 
 test-fast: venv

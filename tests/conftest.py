@@ -29,3 +29,16 @@ def quick_supervisor(settings: Any) -> Any:
     settings.RUNBOARD_CALL_TIMEOUT_S = 2.0
     settings.RUNBOARD_CONNECT_TIMEOUT_S = 2.0
     return settings
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``postgres_only`` test run on another database fails, saying where it runs."""
+    if item.get_closest_marker("postgres_only") is None:
+        return
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.fail(
+            f"{item.name} is about PostgreSQL and the database is {connection.vendor}: "
+            "`make test-backends` runs it (`make test` deselects it on SQLite)"
+        )
