@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -96,6 +98,30 @@ async def holding(broadcaster: Broadcaster, sent: int) -> None:
     async with asyncio.timeout(10):  # a generous bound, not a timing assertion
         while not broadcaster.holding and broadcaster.messages == sent:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    **options: Any,
+) -> AsyncIterator[tuple[Broadcaster, Callable[[], Awaitable[str]]]]:
+    """A broadcaster running on this loop with one viewer; yields it and the viewer's
+    next message's HTML (within a generous bound, not a timing assertion)."""
+    layer = InProcessChannelLayer()
+    viewer = await layer.new_channel()
+    await layer.group_add(GROUP, viewer)
+    broadcaster = Broadcaster(layer=layer, **options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(broadcaster.run(stop))
+
+    async def next_html() -> str:
+        async with asyncio.timeout(10):
+            return str((await layer.receive(viewer))["html"])
+
+    try:
+        yield broadcaster, next_html
+    finally:
+        stop.set()
+        await task
 
 
 @pytest.mark.django_db
@@ -327,22 +353,12 @@ async def test_the_running_broadcaster_sends_a_burst_noted_from_another_thread_o
     from asgiref.sync import sync_to_async
 
     changed = await sync_to_async(lock_sessions)(8)
-    layer = InProcessChannelLayer()
-    viewer = await layer.new_channel()
-    await layer.group_add(GROUP, viewer)
-    broadcaster = Broadcaster(layer=layer, interval_s=0.05)
-    stop = asyncio.Event()
-    running = asyncio.create_task(broadcaster.run(stop))
-    try:
+    async with running(interval_s=0.05) as (broadcaster, next_html):
         note = sync_to_async(broadcaster.note, thread_sensitive=False)
         await asyncio.gather(*(note([pair]) for pair in sorted(changed)))
         html = ""
-        async with asyncio.timeout(10):  # a generous bound, not a timing assertion
-            while not all(k in html for _, k in changed):
-                html += (await layer.receive(viewer))["html"]
-    finally:
-        stop.set()
-        await running
+        while not all(k in html for _, k in changed):
+            html += await next_html()
     assert broadcaster.messages <= len(changed)
 
 
@@ -350,26 +366,15 @@ async def test_the_running_broadcaster_sends_a_burst_noted_from_another_thread_o
 async def test_a_row_waiting_for_its_interval_does_not_spend_the_rate_of_a_quiet_row() -> None:
     from asgiref.sync import sync_to_async
 
-    changed = sorted(await sync_to_async(lock_sessions)(2))
-    layer = InProcessChannelLayer()
-    viewer = await layer.new_channel()
-    await layer.group_add(GROUP, viewer)
+    busy, quiet = sorted(await sync_to_async(lock_sessions)(2))
     # Two flushes allowed, then one an hour: a third flush would never come in time.
-    broadcaster = Broadcaster(layer=layer, interval_s=3600, burst=2, row_interval_s=3600)
-    stop = asyncio.Event()
-    running = asyncio.create_task(broadcaster.run(stop))
-    busy, quiet = changed
-    try:
-        async with asyncio.timeout(10):  # generous bounds, not timing assertions
-            broadcaster.note([busy])
-            assert busy[1] in (await layer.receive(viewer))["html"]
-            broadcaster.note([busy])  # held for its interval: nothing to send yet
-            await holding(broadcaster, sent=1)
-            broadcaster.note([quiet])  # the sentinel: the next message is the quiet row alone
-            html = (await layer.receive(viewer))["html"]
-    finally:
-        stop.set()
-        await running
+    async with running(interval_s=3600, burst=2, row_interval_s=3600) as (broadcaster, next_html):
+        broadcaster.note([busy])
+        assert busy[1] in await next_html()
+        broadcaster.note([busy])  # held for its interval: nothing to send yet
+        await holding(broadcaster, sent=1)
+        broadcaster.note([quiet])  # the sentinel: the next message is the quiet row alone
+        html = await next_html()
     assert quiet[1] in html and busy[1] not in html
     assert broadcaster.messages == 2
 
@@ -394,32 +399,21 @@ async def test_a_row_that_was_quiet_goes_out_at_once_while_busy_rows_wait_for_th
     from asgiref.sync import sync_to_async
 
     busy, quiet = sorted(await sync_to_async(lock_sessions)(2))
-    layer = InProcessChannelLayer()
-    viewer = await layer.new_channel()
-    await layer.group_add(GROUP, viewer)
     # One paced flush, then one an hour; a row sent once stays busy for an hour.
-    broadcaster = Broadcaster(
-        layer=layer, interval_s=3600, burst=1, row_interval_s=0, quiet_after_s=3600
-    )
-    stop = asyncio.Event()
-    running = asyncio.create_task(broadcaster.run(stop))
-    try:
-        async with asyncio.timeout(10):  # generous bounds, not timing assertions
-            broadcaster.note([busy])  # never sent: quiet, the prompt bucket
-            assert busy[1] in (await layer.receive(viewer))["html"]
-            broadcaster.note([busy])  # busy now: the one paced flush
-            assert busy[1] in (await layer.receive(viewer))["html"]
-            broadcaster.note([busy])  # busy, and the pace allows no more for an hour
-            await holding(broadcaster, sent=2)
-            assert broadcaster.messages == 2
-            # The first flush spent the prompt bucket (burst 1): let it refill, as a quiet
-            # row's news arriving later would find it.
-            await asyncio.sleep(2 / broadcaster.prompt_rate)
-            broadcaster.note([quiet])  # the sentinel: the next message is the quiet row alone
-            html = (await layer.receive(viewer))["html"]
-    finally:
-        stop.set()
-        await running
+    options = {"interval_s": 3600, "burst": 1, "row_interval_s": 0, "quiet_after_s": 3600}
+    async with running(**options) as (broadcaster, next_html):
+        broadcaster.note([busy])  # never sent: quiet, the prompt bucket
+        assert busy[1] in await next_html()
+        broadcaster.note([busy])  # busy now: the one paced flush
+        assert busy[1] in await next_html()
+        broadcaster.note([busy])  # busy, and the pace allows no more for an hour
+        await holding(broadcaster, sent=2)
+        assert broadcaster.messages == 2
+        # The first flush spent the prompt bucket (burst 1): let it refill, as a quiet
+        # row's news arriving later would find it.
+        await asyncio.sleep(2 / broadcaster.prompt_rate)
+        broadcaster.note([quiet])  # the sentinel: the next message is the quiet row alone
+        html = await next_html()
     # The quiet row did not wait for the hour, and went alone: the busy row still waits.
     assert quiet[1] in html and busy[1] not in html
     assert broadcaster.messages == 3
@@ -431,26 +425,15 @@ async def test_news_finding_the_prompt_bucket_empty_goes_with_its_next_token_not
     from asgiref.sync import sync_to_async
 
     busy, news = sorted(await sync_to_async(lock_sessions)(2))
-    layer = InProcessChannelLayer()
-    viewer = await layer.new_channel()
-    await layer.group_add(GROUP, viewer)
     # One flush from each bucket; then the pace allows one an hour, the prompt bucket
     # one every half second: only the prompt bucket's next token can carry the news.
-    broadcaster = Broadcaster(
-        layer=layer, interval_s=3600, burst=1, prompt_rate=2, row_interval_s=0, quiet_after_s=3600
-    )
-    stop = asyncio.Event()
-    running = asyncio.create_task(broadcaster.run(stop))
-    try:
-        async with asyncio.timeout(10):  # a generous bound, not a timing assertion
-            broadcaster.note([busy])  # never sent, so quiet: the prompt bucket's token
-            assert busy[1] in (await layer.receive(viewer))["html"]
-            broadcaster.note([busy])  # busy now: the pace's one flush
-            assert busy[1] in (await layer.receive(viewer))["html"]
-            broadcaster.note([news])  # quiet, with both buckets empty
-            html = (await layer.receive(viewer))["html"]
-    finally:
-        stop.set()
-        await running
+    options = {"interval_s": 3600, "burst": 1, "prompt_rate": 2, "row_interval_s": 0}
+    async with running(**options, quiet_after_s=3600) as (broadcaster, next_html):
+        broadcaster.note([busy])  # never sent, so quiet: the prompt bucket's token
+        assert busy[1] in await next_html()
+        broadcaster.note([busy])  # busy now: the pace's one flush
+        assert busy[1] in await next_html()
+        broadcaster.note([news])  # quiet, with both buckets empty
+        html = await next_html()
     assert news[1] in html and busy[1] not in html
     assert broadcaster.messages == 3
