@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -114,7 +114,8 @@ class BridgeSupervisor:
         self.checkpointer = Checkpointer()
         self.targets = {t.name: t for t in targets}
         self.running: dict[str, Running] = {}
-        self._states: dict[str, ConnectionState] = {}
+        self._states: dict[str, ConnectionState] = {}  # changed, not yet recorded
+        self._recorded: dict[str, ConnectionState] = {}  # as last written to the store
         self._write = sync_to_async(self._apply, thread_sensitive=True)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -158,7 +159,7 @@ class BridgeSupervisor:
     def _apply(self, events: Sequence[RegistryEvent]) -> bool:
         try:
             # The connection's state first: a lock in the store shows its gateway's mode too.
-            self._flush_states()
+            self._flush_states(every_change=False)
             result = self.ingestor.apply(events)
         except (OperationalError, InterfaceError) as exc:
             # Down, busy or locked: the bridge holds the batch and tries again. A broken
@@ -356,7 +357,25 @@ class BridgeSupervisor:
             await sync_to_async(set_autocheckpoint, thread_sensitive=True)(AUTOCHECKPOINT_DEFAULT)
         log.info("bridges_stopped", gateways=sorted(self.targets))
 
-    def _flush_states(self) -> None:
+    def _flush_states(self, *, every_change: bool = True) -> None:
+        """Mirror the connections' changed states onto their gateway rows.
+
+        Before a batch (``every_change=False``) only the changes a batch must not
+        outrun (status, mode, version, errors, scopes): every batch moves
+        ``last_event_at``, and writing it there cost two round trips per batch; the
+        tick, twice a second, writes every change.
+        """
         states, self._states = self._states, {}
         for gateway, state in states.items():
+            recorded = self._recorded.get(gateway)
+            if not every_change and recorded is not None and _same_but_time(state, recorded):
+                # Left for the tick, unless the loop has noted a newer state meanwhile.
+                self._states.setdefault(gateway, state)
+                continue
             self.ingestor.record_connection(gateway, state)
+            self._recorded[gateway] = state
+
+
+def _same_but_time(state: ConnectionState, recorded: ConnectionState) -> bool:
+    """Whether ``state`` differs from ``recorded`` in its last event's time at most."""
+    return replace(state, last_event_at=recorded.last_event_at) == recorded

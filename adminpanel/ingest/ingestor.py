@@ -282,17 +282,20 @@ class Ingestor:
         The boot id the bridge saw is not copied: ``Gateway.boot_id`` is ingest's
         cursor and only moves when that boot's events are applied.
         """
-        Gateway.objects.get_or_create(name=gateway)
-        Gateway.objects.filter(name=gateway).update(
-            status=getattr(state, "status", "disconnected"),
-            mode=getattr(state, "mode", "unknown"),
-            version=(getattr(state, "version", "") or "")[:64],
-            last_event_at=aware(getattr(state, "last_event_at", None)),
-            last_error=getattr(state, "last_error", "") or "",
-            reconnects=getattr(state, "reconnects", 0) or 0,
-            connected_since=aware(getattr(state, "connected_since", None)),
-            granted_scopes=_scopes(getattr(state, "scopes", None)),
-        )
+        fields = {
+            "status": getattr(state, "status", "disconnected"),
+            "mode": getattr(state, "mode", "unknown"),
+            "version": (getattr(state, "version", "") or "")[:64],
+            "last_event_at": aware(getattr(state, "last_event_at", None)),
+            "last_error": getattr(state, "last_error", "") or "",
+            "reconnects": getattr(state, "reconnects", 0) or 0,
+            "connected_since": aware(getattr(state, "connected_since", None)),
+            "granted_scopes": _scopes(getattr(state, "scopes", None)),
+        }
+        # One round trip when the row exists, as it does after the first time.
+        if not Gateway.objects.filter(name=gateway).update(**fields):
+            Gateway.objects.get_or_create(name=gateway)
+            Gateway.objects.filter(name=gateway).update(**fields)
 
     def gaps_overdue(self, now: float | None = None) -> set[str]:
         """Gateways whose held events waited past the reorder window or wait."""
