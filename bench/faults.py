@@ -28,10 +28,12 @@ import django
 
 from tests.faults.scenarios import SCENARIOS, Servers, describe
 
+COUNTS = ("lost", "duplicated", "unaudited", "phantom_locks")
+
 
 def run(servers: Servers, names: list[str]) -> dict[str, Any]:
     """Each scenario once; the sums of their counts, recovery seconds, banners, failures."""
-    totals = {"lost": 0, "duplicated": 0, "unaudited": 0, "phantom_locks": 0}
+    totals = dict.fromkeys(COUNTS, 0)
     recovery: dict[str, float] = {}
     banners: dict[str, str] = {}
     failed: dict[str, str] = {}
@@ -73,8 +75,8 @@ def main(names: list[str]) -> int:
     finally:
         servers.stop()
     print(json.dumps(line))
-    if line["failed"]:
-        print(f"the failed scenarios' logs are kept in {folder}", file=sys.stderr)
+    if line["failed"] or any(line[count] for count in COUNTS):
+        print(f"a scenario failed or counted a loss; its logs are in {folder}", file=sys.stderr)
         return 1
     shutil.rmtree(folder, ignore_errors=True)
     return 0

@@ -145,6 +145,11 @@ TEMPLATES = [
 
 DB_POOL_MAX = env_int("RUNBOARD_DB_POOL_MAX", 20, minimum=1)
 DB_POOL_TIMEOUT_S = env_float("RUNBOARD_DB_POOL_TIMEOUT_S", 10.0, minimum=0.1)
+# psycopg's pool retries a failed connect after 1, 2, 4, 8 … s until this gives out,
+# and meanwhile nobody's request starts a new attempt: after a 30 s outage its next
+# try could come half a minute after the server was back (docs/notes/faults.md).
+# Giving up after 5 s lets the next request start afresh, at once.
+DB_RECONNECT_TIMEOUT_S = 5.0
 DATABASE_URL = env_url(
     "RUNBOARD_DATABASE_URL", "", schemes=("sqlite", "postgres", "postgresql"), hostless=("sqlite",)
 )
@@ -180,7 +185,12 @@ def _database(url: str) -> dict[str, Any]:
     # no persistent connections (CONN_MAX_AGE 0) and psycopg's pool instead.
     config["CONN_MAX_AGE"] = 0
     config["OPTIONS"] = {
-        "pool": {"min_size": 1, "max_size": DB_POOL_MAX, "timeout": DB_POOL_TIMEOUT_S},
+        "pool": {
+            "min_size": 1,
+            "max_size": DB_POOL_MAX,
+            "timeout": DB_POOL_TIMEOUT_S,
+            "reconnect_timeout": DB_RECONNECT_TIMEOUT_S,
+        },
         "connect_timeout": 10,
         **config.get("OPTIONS", {}),
     }

@@ -285,15 +285,20 @@ class BridgeSupervisor:
         every = settings.RUNBOARD_BRIDGE_LEASE_S / 3
         lease_round = sync_to_async(self._lease_round_if_reachable, thread_sensitive=True)
         while not stop.is_set():
-            change = await lease_round(timezone.now())
+            change = await lease_round()
             if change is not None:
                 await self._apply_lease_change(change)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
 
-    def _lease_round_if_reachable(self, now: datetime) -> LeaseChange | None:
+    def _lease_round_if_reachable(self) -> LeaseChange | None:
         try:
-            return self.lease_round(now)
+            # The round's clock starts once it holds a connection: a ``now`` taken
+            # before waiting for this thread or for the pool (up to its timeout, while
+            # the database comes back) would write leases that expire early, or that
+            # have expired already, and the bridge would lose what it just took.
+            connection.ensure_connection()
+            return self.lease_round(timezone.now())
         except DatabaseError as exc:
             # Leases cannot be renewed while the database is away; once they expire
             # ingest's fence refuses this bridge's writes, and the next round that

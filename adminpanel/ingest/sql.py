@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import weakref
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import compress
 from operator import ne
@@ -97,16 +98,21 @@ def _json_reader(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _bound_cursor() -> Any:
+@contextlib.contextmanager
+def _bound_cursor() -> Iterator[Any]:
     """A server-binding cursor on Django's connection (so in its transaction).
 
     Django's psycopg cursors bind on the client; COPY and multi-statement
-    set-up need psycopg's own cursor.
+    set-up need psycopg's own cursor. Its errors come out as Django's, as from
+    any other cursor: a server that went away is an ``OperationalError`` (the
+    bridge holds its batch and retries) and a duplicate an ``IntegrityError``,
+    not a psycopg error nothing up the stack expects.
     """
     import psycopg
 
     connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
 
 
 def sql_in(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:

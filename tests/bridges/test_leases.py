@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -90,3 +92,32 @@ def test_two_bridges_plan_half_each_and_the_fuller_one_hands_one_back() -> None:
 
 def test_a_bridge_at_its_share_takes_nothing_more() -> None:
     assert leases.plan([1, 2], held=[1], free=[2], live=2) == Plan((), ())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lease_round_that_waited_for_the_database_takes_a_full_lease_from_then_on(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    from django.db import connection
+    from django.utils import timezone
+
+    from adminpanel.bridges.supervisor import BridgeSupervisor, GatewayTarget
+
+    settings.RUNBOARD_BRIDGE_LEASE_S = 2.0
+    Gateway.objects.create(name="gw")
+    supervisor = BridgeSupervisor([GatewayTarget("gw", "ws://127.0.0.1:9", "t")], holder=A)
+    waited_until: list[datetime] = []
+    reach = connection.ensure_connection
+
+    def slow_database() -> None:  # as the pool waits while the server comes back
+        time.sleep(1.0)
+        reach()
+        waited_until.append(timezone.now())
+
+    monkeypatch.setattr(connection, "ensure_connection", slow_database)
+    change = supervisor._lease_round_if_reachable()
+
+    assert change is not None and change.start == {"gw"}
+    lease = GatewayLease.objects.get(gateway__name="gw")
+    assert lease.since >= waited_until[0]
+    assert lease.expires_at - lease.since == timedelta(seconds=2)

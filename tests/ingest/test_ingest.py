@@ -76,9 +76,12 @@ def test_the_same_events_delivered_twice_are_applied_once() -> None:
     assert Waiter.objects.count() == 1
 
 
-def test_a_big_batch_over_a_rewound_cursor_skips_the_rows_already_stored() -> None:
+def test_a_big_batch_over_a_rewound_cursor_skips_the_rows_already_stored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A batch big enough for PostgreSQL's COPY path meets timeline rows and a
-    waiter already stored (the cursor was rewound): those are skipped, the rest land."""
+    waiter already stored (the cursor was rewound): those are skipped, the rest land,
+    in one write (not event by event after the batch failed)."""
     g = GatewayScript()
     events = [g.next(GatewayStarted, version="2026.5.28")]
     for i in range(40):
@@ -101,6 +104,7 @@ def test_a_big_batch_over_a_rewound_cursor_skips_the_rows_already_stored() -> No
     )
     assert Waiter.objects.count() == 40
     assert Session.objects.filter(locked=True).count() == 80
+    assert "batch_write_failed" not in caplog.text
 
 
 def test_snapshot_reconciliation_releases_a_lock_missing_from_the_snapshot() -> None:
