@@ -377,6 +377,8 @@ def to_json(event: RegistryEvent) -> dict[str, Any]:
         value = getattr(event, f.name)
         if f.name == "entries":
             value = [_entry_json(e) for e in value]
+        elif isinstance(value, frozenset):
+            value = sorted(value)
         data[f.name] = value
     return data
 
@@ -395,6 +397,8 @@ def from_json(data: dict[str, Any]) -> RegistryEvent:
             SnapshotEntry(**{**e, "waiters": tuple(SnapshotWaiter(**w) for w in e["waiters"])})
             for e in data["entries"]
         )
+        data["rejected"] = tuple(data.get("rejected", ()))
+        data["unread_keys"] = frozenset(data.get("unread_keys", ()))
     return cls(**data)
 
 
