@@ -1,7 +1,8 @@
-"""WebSocket consumers: viewers join a group and receive the server-rendered rows.
+"""WebSocket consumers: viewers receive the server-rendered rows.
 
 A consumer never queries the database per message: the ``Broadcaster``
-renders each change once and every consumer forwards the same HTML. Every
+renders each change once, the process's ``Relay`` receives it once, and
+writes the same HTML to every viewer's socket (``relay.py``). Every
 ``RUNBOARD_LIVE_SESSION_CHECK_S`` it looks its login session up once (one
 primary-key read), so a socket whose user logged out, or whose session
 expired, closes with ``CLOSE_LOGGED_OUT`` instead of receiving on.
@@ -20,7 +21,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 
-from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE
+from adminpanel.live.relay import Relay, relay_for
 from adminpanel.observability import viewers
 from adminpanel.roles import VIEW
 
@@ -58,8 +59,10 @@ class SessionsConsumer(AsyncWebsocketConsumer):
             return
         session = self.scope.get("session")
         self.session_key: str | None = getattr(session, "session_key", None)
-        await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.accept()
+        # After the accept: a push the relay writes to a socket not yet accepted is refused.
+        self.relay: Relay = relay_for(self.channel_layer)
+        await self.relay.join(self)
         self.watch = asyncio.create_task(self.watch_session(user))
         await viewers.joined(self.channel_name)
 
@@ -69,7 +72,9 @@ class SessionsConsumer(AsyncWebsocketConsumer):
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
-        await self.channel_layer.group_discard(GROUP, self.channel_name)
+        relay: Relay | None = getattr(self, "relay", None)
+        if relay is not None:
+            await relay.leave(self)
         await viewers.left(self.channel_name)
 
     async def watch_session(self, user: Any) -> None:
@@ -84,21 +89,13 @@ class SessionsConsumer(AsyncWebsocketConsumer):
                 continue
             if not valid:
                 log.info("live_viewer_logged_out", user=user.get_username())
-                await self.channel_layer.group_discard(GROUP, self.channel_name)
+                await self.relay.leave(self)
                 await self.close(code=CLOSE_LOGGED_OUT)
                 return
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Viewers only listen; anything they send is ignored."""
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels closes stale database connections before every handler, on the
-        # one sync thread that ingest also uses: N viewers would queue N hops behind
-        # ingest per push. The push handler never touches the database, so skip it.
-        if message["type"] == MESSAGE_TYPE:
-            await self.sessions_changed(message)
-        else:
-            await super().dispatch(message)
-
-    async def sessions_changed(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=event["html"])
+    async def push(self, html: str) -> None:
+        """One push from the relay: the rendered rows, as they are."""
+        await self.send(text_data=html)

@@ -3,48 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import shutil
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from adminpanel.live.layers import group_has_members, in_this_process
-
-
-@pytest.fixture
-def redis_socket(tmp_path: Path) -> Iterator[Path]:
-    server = shutil.which("redis-server")
-    assert server is not None, "redis-server is missing: make test installs Debian's redis-server"
-    socket = tmp_path / "redis.sock"
-    args = [server, "--port", "0", "--unixsocket", str(socket), "--save", ""]
-    args += ["--dir", str(tmp_path)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10  # a generous bound for the server to start
-        while not socket.exists():
-            assert process.poll() is None, "redis-server exited"
-            assert time.monotonic() < deadline, "redis-server did not open its socket"
-            time.sleep(0.02)
-        yield socket
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-@pytest.fixture
-async def layer(redis_socket: Path) -> AsyncIterator[Any]:
-    from adminpanel.live.redis_layer import RedisChannelLayer
-
-    redis = RedisChannelLayer(hosts=[f"unix://{redis_socket}"], group_expiry=60)
-    try:
-        yield redis
-    finally:
-        await redis.flush()
 
 
 async def test_the_redis_layer_says_whether_a_group_has_members(layer: Any) -> None:
