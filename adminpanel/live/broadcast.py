@@ -116,6 +116,14 @@ class Broadcaster:
     delays the churn of busy rows, which ``row_interval_s`` already holds to
     four updates a second; each flush costs a render, one send per viewer and
     a swap in every browser (measurements: docs/notes/live.md).
+
+    Why 25 prompt flushes a second: under a busy gateway the news never stops,
+    so a lock waits for the bucket's next token, up to ``1 / prompt_rate``.
+    At 10 that wait was half the push's latency; with one relay per web
+    process (``relay.py``) a flush costs a worker one receive and a write per
+    viewer, and 25 a second costs each worker less than 10 did before it.
+    Faster than that buys little on two cores: the machine is out of CPU and
+    the ingest's commit is then the longer wait (docs/notes/fanout.md).
     """
 
     def __init__(
@@ -124,7 +132,7 @@ class Broadcaster:
         interval_s: float = 0.25,
         row_interval_s: float = 0.25,
         quiet_after_s: float = 1.0,
-        prompt_rate: float = 10.0,
+        prompt_rate: float = 25.0,
         layer: BaseChannelLayer | None = None,
         group: str = GROUP,
         max_rows: int = MAX_ROWS,

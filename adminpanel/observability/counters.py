@@ -26,27 +26,40 @@ def label_key(labels: dict[str, str]) -> str:
     return json.dumps(labels, sort_keys=True, separators=(",", ":"))
 
 
-def _upsert(name: str, value: int, labels: dict[str, str], assign: str) -> None:
+def _upsert(rows: Sequence[tuple[str, dict[str, str], int]], gauges: frozenset[str]) -> None:
+    """One statement for all ``rows`` (name, labels, value): a gauge's value replaces
+    what is stored, a counter's is added to it."""
     table = connection.ops.quote_name(MetricCounter._meta.db_table)
+    names = {name for name, _, _ in rows}
+    added = f"{table}.value + excluded.value"
+    if not names & gauges:
+        assign, assign_params = added, []
+    elif names <= gauges:
+        assign, assign_params = "excluded.value", []
+    else:
+        marks = ", ".join(["%s"] * len(gauges))
+        assign = f"CASE WHEN excluded.name IN ({marks}) THEN excluded.value ELSE {added} END"
+        assign_params = sorted(gauges)
+    values = ", ".join(["(%s, %s, %s)"] * len(rows))
     # Same syntax on SQLite >= 3.24 and PostgreSQL; the unique constraint is the arbiter.
     sql = (
-        f"INSERT INTO {table} (name, labels, value) VALUES (%s, %s, %s) "
+        f"INSERT INTO {table} (name, labels, value) VALUES {values} "
         f"ON CONFLICT (name, labels) DO UPDATE SET value = {assign}"
     )
+    params = [p for name, labels, value in rows for p in (name, label_key(labels), value)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [name, label_key(labels), value])
+        cursor.execute(sql, [*params, *assign_params])
 
 
 def count(name: str, amount: int = 1, **labels: str) -> None:
     """Add ``amount`` to the counter ``name`` with these labels (created at 0 on first use)."""
     if amount:
-        table = connection.ops.quote_name(MetricCounter._meta.db_table)
-        _upsert(name, amount, labels, f"{table}.value + excluded.value")
+        _upsert([(name, labels, amount)], frozenset())
 
 
 def set_value(name: str, value: int, **labels: str) -> None:
     """Remember the last value of ``name`` (a gauge that outlives the process that set it)."""
-    _upsert(name, value, labels, "excluded.value")
+    _upsert([(name, labels, value)], frozenset([name]))
 
 
 def skip_reason(event: DispatchSkipped | FollowupDrainFailed) -> str:
@@ -62,14 +75,15 @@ def record_batch(gateway: str, events: Sequence[RegistryEvent], committed: float
     """
     if not events:
         return
-    count("events_ingested", len(events), gateway=gateway)
+    rows = [("events_ingested", {"gateway": gateway}, len(events))]
     skipped = Counter(
         skip_reason(e) for e in events if isinstance(e, DispatchSkipped | FollowupDrainFailed)
     )
-    for reason, n in sorted(skipped.items()):
-        count("skips", n, gateway=gateway, reason=reason)
+    rows += [("skips", {"gateway": gateway, "reason": r}, n) for r, n in sorted(skipped.items())]
     lag = max(0.0, committed - min(e.at for e in events))
-    set_value(LAG_NAME, round(lag * 1_000_000), gateway=gateway)
+    rows.append((LAG_NAME, {"gateway": gateway}, round(lag * 1_000_000)))
+    # One round trip per batch, not one per counter: it runs in ingest's transaction.
+    _upsert(rows, frozenset([LAG_NAME]))
 
 
 def values(name: str) -> list[tuple[dict[str, str], int]]:

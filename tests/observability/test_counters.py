@@ -11,6 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from adminpanel import actions
 from adminpanel.detect import Thresholds
@@ -52,6 +53,26 @@ def test_ingest_counts_applied_events_skips_by_reason_and_keeps_the_lag() -> Non
     scraped = samples(scrape_text())
     assert value(scraped, "runboard_events_ingested_total", gateway="alpha") == 4.0
     assert value(scraped, "runboard_ingest_lag_seconds", gateway="alpha") == 2.5
+
+
+@pytest.mark.django_db
+def test_a_batch_writes_its_counters_and_its_lag_in_one_statement() -> None:
+    g = GatewayScript(name="alpha")
+    batch = [
+        g.next(DispatchSkipped, session_key=KEY, reason="active-run", blocking_run_id="run-1"),
+        g.next(FollowupDrainFailed, session_key=OTHER, message="a long error text"),
+    ]
+    counters.set_value(counters.LAG_NAME, 99, gateway="alpha")
+    counters.count("events_ingested", 5, gateway="alpha")
+
+    with CaptureQueriesContext(connection) as queries:
+        counters.record_batch("alpha", batch, committed=batch[0].at + 0.5)
+
+    assert len(queries) == 1
+    assert stored("events_ingested", gateway="alpha") == 7  # added to
+    assert stored("skips", gateway="alpha", reason="active-run") == 1
+    assert stored("skips", gateway="alpha", reason="drain_failed") == 1
+    assert stored(counters.LAG_NAME, gateway="alpha") == 500_000  # replaced
 
 
 @pytest.mark.django_db
