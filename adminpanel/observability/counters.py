@@ -32,10 +32,11 @@ def _upsert(rows: Sequence[tuple[str, dict[str, str], int]], gauges: frozenset[s
     table = connection.ops.quote_name(MetricCounter._meta.db_table)
     names = {name for name, _, _ in rows}
     added = f"{table}.value + excluded.value"
+    assign_params: list[str] = []
     if not names & gauges:
-        assign, assign_params = added, []
+        assign = added
     elif names <= gauges:
-        assign, assign_params = "excluded.value", []
+        assign = "excluded.value"
     else:
         marks = ", ".join(["%s"] * len(gauges))
         assign = f"CASE WHEN excluded.name IN ({marks}) THEN excluded.value ELSE {added} END"
