@@ -117,13 +117,13 @@ class Broadcaster:
     four updates a second; each flush costs a render, one send per viewer and
     a swap in every browser (measurements: docs/notes/live.md).
 
-    Why 25 prompt flushes a second: under a busy gateway the news never stops,
+    Why 35 prompt flushes a second: under a busy gateway the news never stops,
     so a lock waits for the bucket's next token, up to ``1 / prompt_rate``.
-    At 10 that wait was half the push's latency; with one relay per web
+    At 10 that wait was half the push's latency. With one relay per web
     process (``relay.py``) a flush costs a worker one receive and a write per
-    viewer, and 25 a second costs each worker less than 10 did before it.
-    Faster than that buys little on two cores: the machine is out of CPU and
-    the ingest's commit is then the longer wait (docs/notes/fanout.md).
+    viewer, so more flushes are affordable; past about 35 the two cores of the
+    fanout bench run out and every stage slows (measured at 10, 25, 35 and 50:
+    docs/notes/fanout.md).
     """
 
     def __init__(
@@ -132,7 +132,7 @@ class Broadcaster:
         interval_s: float = 0.25,
         row_interval_s: float = 0.25,
         quiet_after_s: float = 1.0,
-        prompt_rate: float = 25.0,
+        prompt_rate: float = 35.0,
         layer: BaseChannelLayer | None = None,
         group: str = GROUP,
         max_rows: int = MAX_ROWS,
