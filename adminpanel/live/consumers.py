@@ -47,6 +47,17 @@ def session_still_valid(session_key: str | None, user_pk: Any) -> bool:
 class SessionsConsumer(AsyncWebsocketConsumer):
     """``/ws/sessions/``: live session rows for logged-in users."""
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # A consumer can end without ``disconnect``: its own channel's receive failed
+        # (Redis went away: the socket closes and the browser reconnects and resyncs).
+        # Whatever ended it, the relay must not write to it, or hold the group, after.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            relay: Relay | None = getattr(self, "relay", None)
+            if relay is not None and self in relay.viewers:
+                await asyncio.shield(relay.leave(self))
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:

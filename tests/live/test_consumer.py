@@ -15,6 +15,7 @@ from django.test import Client
 from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE
 from adminpanel.live.consumers import CLOSE_UNAUTHENTICATED
 from adminpanel.live.layers import group_has_members
+from adminpanel.live.relay import relay_for
 from runboard.asgi import application
 from tests.support.users import make_user
 
@@ -109,4 +110,23 @@ async def test_a_viewer_that_left_is_no_longer_in_the_group(
     assert await group_has_members(layer, GROUP)
     await viewer.disconnect()
 
+    assert not await group_has_members(layer, GROUP)
+
+
+async def test_a_viewer_whose_consumer_failed_leaves_the_relay_and_the_group() -> None:
+    """A consumer can end without ``disconnect`` (its channel's receive raised, as when
+    Redis goes away); the relay must not keep it, nor keep the group for it."""
+    headers = [ORIGIN, HOST, (b"cookie", await session_cookie())]
+    communicator = WebsocketCommunicator(application, PATH, headers=headers)
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    layer = get_channel_layer()
+    relay = relay_for(layer)
+    [consumer] = relay.viewers
+    # No handler for this type: the consumer raises out of its loop, as on a failed receive.
+    await layer.send(consumer.channel_name, {"type": "no.such.handler"})
+    with pytest.raises(ValueError, match="No handler"):
+        await communicator.wait(timeout=10)
+
+    assert relay.viewers == set()
     assert not await group_has_members(layer, GROUP)
