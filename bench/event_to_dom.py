@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.support import percentile, setup_django
+from bench.support import exit_on_sigterm, percentile, setup_django
 from tests.support.app_server import AppServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -527,6 +527,7 @@ async def scenario(workdir: Path, cookie: tuple[str, str], bridge: str) -> dict[
 
 
 def main(argv: list[str]) -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(prog="python -m bench.event_to_dom")
     parser.add_argument(
         "--bridge", choices=("process", "inline"), default="process",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.support import percentile
+from bench.support import exit_on_sigterm, percentile
 from stack.servers import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +128,7 @@ def handover(run: Run, bridges: list[subprocess.Popen[bytes]], how: int) -> floa
 
 
 def main() -> int:
+    exit_on_sigterm()
     folder = Path(tempfile.mkdtemp(prefix="runboard-failover-"))
     folder.chmod(0o755)
     pg = PostgresServer(folder / "pg")

@@ -51,6 +51,7 @@ from bench.event_to_dom import (
     split_figures,
     viewers_served,
 )
+from bench.support import exit_on_sigterm
 from stack.servers import PostgresServer, RedisServer, free_port, secret_key_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,6 +295,7 @@ def stack_env(folder: Path, pg: PostgresServer, redis: RedisServer) -> dict[str,
 
 
 def main() -> None:
+    exit_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="runboard-fanout-") as scratch:
         folder = Path(scratch)
         folder.chmod(0o755)  # PostgreSQL runs as its own user when we are root

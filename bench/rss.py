@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bulk_store import load_timeline
+from bench.support import exit_on_sigterm
 from stack.servers import PostgresServer, RedisServer, free_port, secret_key_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,6 +259,7 @@ def measure(folder: Path, load_s: float) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(prog="python -m bench.rss")
     parser.add_argument("--load-s", type=float, default=300.0, help="seconds of steady load")
     args = parser.parse_args(argv)

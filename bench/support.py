@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -16,6 +17,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bench.raw_ingest import RawFlag, table_counts
 from gateway_bridge.events import RegistryEvent
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (``timeout``, a CI's cancel) ends the bench as Ctrl-C would: the
+    ``finally`` blocks run and stop the servers and children it started, which
+    run in sessions of their own and would otherwise load the machine on."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def setup_django(workdir: Path) -> None:
