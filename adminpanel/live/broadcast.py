@@ -105,12 +105,15 @@ class Broadcaster:
     Flushes are paced by two token buckets. Busy rows wait for the paced
     bucket: under load at most one flush per ``interval_s`` on average, and
     every change that arrives meanwhile joins it (a burst of changes is one
-    message). Quiet rows may instead go at once, alone, spending from a
-    prompt bucket of ``prompt_rate`` flushes a second, so the news is neither
-    queued behind the churn of busy rows nor rendered, sent and swapped with
-    it; with that bucket empty they wait for the paced flush like the rest.
-    Either way ``burst`` flushes may follow each other at once after a rest,
-    and only a flush with a row to send spends a token.
+    message). News and quiet rows instead go at once, spending from a prompt
+    bucket of ``prompt_rate`` flushes a second, so they do not queue behind
+    the pace; the busy rows that are due by then ride along, and that flush
+    spends the pace's token if there is one (a busy gateway's news then
+    carries its churn, and the paced flushes all but stop: fewer messages,
+    each a little bigger). With the prompt bucket empty, news waits for its
+    next token or the paced flush, whichever comes first. Either way
+    ``burst`` flushes may follow each other at once after a rest, and only a
+    flush with a row to send spends a token.
 
     Why 250 ms: the news goes alone by the prompt bucket, so the pace only
     delays the churn of busy rows, which ``row_interval_s`` already holds to
@@ -240,15 +243,12 @@ class Broadcaster:
         sent_at, quiet_after = self._sent_at, self.quiet_after_s
         return any((at := sent_at.get(k)) is None or at + quiet_after <= now for k in pending)
 
-    def _take_ready(self, now: float, *, quiet_only: bool = False) -> set[SessionKey]:
-        """Pending keys whose row may be sent now; the rest stay pending until due.
-
-        ``quiet_only``: just the news and the rows quiet for ``quiet_after_s``;
-        rows that are due but busy stay pending for the next paced flush.
-        """
+    def _take_ready(self, now: float) -> set[SessionKey]:
+        """Pending keys whose row may be sent now (news, and rows past their interval);
+        the rest stay pending until due."""
         remembered = now - max(self.row_interval_s, self.quiet_after_s)
         self._sent_at = sent_at = {k: at for k, at in self._sent_at.items() if at > remembered}
-        horizon = now - (self.quiet_after_s if quiet_only else self.row_interval_s)
+        horizon = now - self.row_interval_s
         with self._lock:
             news, self._news = self._news, set()
             held = {k for k in self._pending - news if sent_at.get(k, horizon) > horizon}
@@ -259,13 +259,9 @@ class Broadcaster:
             sent_at[key] = now
         return ready
 
-    async def flush(self, *, quiet_only: bool = False) -> bool:
-        """Render and send the rows that are due; False when nothing was sent.
-
-        ``quiet_only`` sends only the rows that were quiet (the news), alone: a
-        small message, quick to render, send and swap, whatever the churn.
-        """
-        keys = self._take_ready(time.monotonic(), quiet_only=quiet_only)
+    async def flush(self) -> bool:
+        """Render and send the rows that are due; False when nothing was sent."""
+        keys = self._take_ready(time.monotonic())
         if not keys:
             return False
         layer = self._layer or get_channel_layer()
@@ -315,11 +311,13 @@ class Broadcaster:
                 if due is None or due > now:
                     self._next_due = due
                     continue
-                quiet_only = False
                 news_wait = prompt.wait(now) if self._quiet_pending(now) else math.inf
                 if news_wait == 0:
                     prompt.take(now)
-                    quiet_only = True
+                    # The busy rows that are due ride along, and stand in for the paced
+                    # flush: the pace's token, if there is one, is spent.
+                    if paced.wait(now) == 0:
+                        paced.take(now)
                 elif (wait := paced.wait(now)) > 0:
                     # Changes meanwhile join this flush; a quiet row cuts in first when
                     # the prompt bucket refills before the pace allows the next flush.
@@ -328,7 +326,7 @@ class Broadcaster:
                 else:
                     paced.take(now)
                 try:
-                    await self.flush(quiet_only=quiet_only)
+                    await self.flush()
                 except Exception as exc:  # one failed flush must not end the broadcasts
                     log.warning("sessions_broadcast_failed", error=repr(exc))
         finally:

@@ -304,7 +304,7 @@ def test_news_on_a_busy_row_goes_out_at_once_while_its_churn_waits_for_the_inter
     async_to_sync(broadcaster.flush)()  # both sent: busy for an hour from now
     broadcaster.note([other])  # churn (a phase change): held to its interval
     broadcaster.note([row], news=[row])  # news (its lock let go): not held
-    async_to_sync(broadcaster.flush)(quiet_only=True)
+    async_to_sync(broadcaster.flush)()
 
     _, second = received(layer, viewer)
     assert row[1] in second["html"] and other[1] not in second["html"]
@@ -395,45 +395,41 @@ def test_a_quiet_broadcaster_flushes_at_once_and_a_busy_one_at_the_average_rate(
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_row_that_was_quiet_goes_out_at_once_while_busy_rows_wait_for_the_pace() -> None:
+async def test_busy_rows_wait_for_the_pace_but_ride_along_when_a_quiet_row_goes() -> None:
     from asgiref.sync import sync_to_async
 
     busy, quiet = sorted(await sync_to_async(lock_sessions)(2))
     # One paced flush, then one an hour; a row sent once stays busy for an hour.
     options = {"interval_s": 3600, "burst": 1, "row_interval_s": 0, "quiet_after_s": 3600}
     async with running(**options) as (broadcaster, next_html):
-        broadcaster.note([busy])  # never sent: quiet, the prompt bucket
+        broadcaster.note([busy])  # never sent: quiet, the prompt bucket (and the pace's token)
         assert busy[1] in await next_html()
-        broadcaster.note([busy])  # busy now: the one paced flush
-        assert busy[1] in await next_html()
-        broadcaster.note([busy])  # busy, and the pace allows no more for an hour
-        await holding(broadcaster, sent=2)
-        assert broadcaster.messages == 2
+        broadcaster.note([busy])  # busy now, and the pace allows no flush for an hour
+        await holding(broadcaster, sent=1)
+        assert broadcaster.messages == 1
         # The first flush spent the prompt bucket (burst 1): let it refill, as a quiet
         # row's news arriving later would find it.
         await asyncio.sleep(2 / broadcaster.prompt_rate)
-        broadcaster.note([quiet])  # the sentinel: the next message is the quiet row alone
+        broadcaster.note([quiet])
         html = await next_html()
-    # The quiet row did not wait for the hour, and went alone: the busy row still waits.
-    assert quiet[1] in html and busy[1] not in html
-    assert broadcaster.messages == 3
-    assert broadcaster._pending == {busy}
+    # The quiet row did not wait for the hour, and the due busy row rode along with it.
+    assert quiet[1] in html and busy[1] in html
+    assert broadcaster.messages == 2
+    assert broadcaster._pending == set()
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_news_finding_the_prompt_bucket_empty_goes_with_its_next_token_not_the_pace() -> None:
     from asgiref.sync import sync_to_async
 
-    busy, news = sorted(await sync_to_async(lock_sessions)(2))
+    first, news = sorted(await sync_to_async(lock_sessions)(2))
     # One flush from each bucket; then the pace allows one an hour, the prompt bucket
     # one every half second: only the prompt bucket's next token can carry the news.
     options = {"interval_s": 3600, "burst": 1, "prompt_rate": 2, "row_interval_s": 0}
     async with running(**options, quiet_after_s=3600) as (broadcaster, next_html):
-        broadcaster.note([busy])  # never sent, so quiet: the prompt bucket's token
-        assert busy[1] in await next_html()
-        broadcaster.note([busy])  # busy now: the pace's one flush
-        assert busy[1] in await next_html()
+        broadcaster.note([first])  # never sent, so quiet: both buckets' tokens
+        assert first[1] in await next_html()
         broadcaster.note([news])  # quiet, with both buckets empty
         html = await next_html()
-    assert news[1] in html and busy[1] not in html
-    assert broadcaster.messages == 3
+    assert news[1] in html
+    assert broadcaster.messages == 2
