@@ -83,10 +83,7 @@ class SessionsConsumer(AsyncWebsocketConsumer):
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
-        relay: Relay | None = getattr(self, "relay", None)
-        if relay is not None:
-            await relay.leave(self)
-        await viewers.left(self.channel_name)
+        await viewers.left(self.channel_name)  # the relay is left in ``__call__``, at the end
 
     async def watch_session(self, user: Any) -> None:
         """Close the socket once its login session is gone (checked every few seconds)."""
