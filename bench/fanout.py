@@ -27,6 +27,7 @@ Notes: docs/notes/fanout.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -45,6 +46,7 @@ from bench.event_to_dom import (
     CHROMIUM_ARGS,
     OBSERVE_ROWS,
     Viewers,
+    child_pids,
     cpu_seconds,
     login_cookie,
     sample,
@@ -68,6 +70,8 @@ PROBES = 12
 SAMPLES = 120  # per phase: half busy, half quiet
 START_TIMEOUT_S = 60.0
 RESYNC_WAIT_MS = 60_000  # the bridge's reconnect after the gateway's restart, an upper bound
+# The database's and Redis' server processes, for the CPU report (set by main()).
+SERVERS: dict[str, int] = {}
 
 
 class Processes:
@@ -255,7 +259,11 @@ async def scenario(
             await viewers.start()
             await asyncio.sleep(2.0)
             pids = {n: c.pid for n, c in processes.children.items()}
+            # The harness shares the cores: its viewers' process and the bench itself.
+            assert viewers.process is not None
+            pids |= {"harness:viewers": viewers.process.pid, "harness:bench": os.getpid()}
             cpu_before = {n: cpu_seconds(pid) for n, pid in pids.items()}
+            servers_before = {n: tree_cpu(pid) for n, pid in SERVERS.items()}
             events, started = line.events, time.monotonic()
             marked = await viewers.mark()
             loaded = await sample(page, line.hang, line.release, probes, SAMPLES)
@@ -263,6 +271,9 @@ async def scenario(
             elapsed = time.monotonic() - started
             rate = (line.events - events) / elapsed
             cpu = {n: (cpu_seconds(pid) - cpu_before[n]) / elapsed for n, pid in pids.items()}
+            for n, pid in SERVERS.items():
+                after, before = tree_cpu(pid), servers_before[n]
+                cpu[n] = sum(t - before.get(p, 0.0) for p, t in after.items()) / elapsed
             report = await viewers.stop()
             await browser.close()
             await line.close()
@@ -277,6 +288,15 @@ async def scenario(
         "cpu": cpu,
         "dead": dead,
     }
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of a server and each of its children (PostgreSQL's backends)."""
+    found = {}
+    for p in [pid, *child_pids(pid)]:
+        with contextlib.suppress(OSError):
+            found[p] = cpu_seconds(p)
+    return found
 
 
 def stack_env(folder: Path, pg: PostgresServer, redis: RedisServer) -> dict[str, str]:
@@ -302,6 +322,7 @@ def main() -> None:
         pg, redis = PostgresServer(folder / "postgres"), RedisServer(folder / "redis")
         pg.start()
         redis.start()
+        SERVERS.update(postgres=pg.pid, redis=redis.pid)
         try:
             env = stack_env(folder, pg, redis)
             env["RUNBOARD_GATEWAY_URL"] = f"ws://127.0.0.1:{free_port()}"

@@ -179,6 +179,13 @@ class PostgresServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (PostgreSQL: the postmaster, its backends are children)."""
+        if self._proc is None:
+            raise ServerError("the server is not started")
+        return self._proc.pid
+
 
 class RedisServer:
     """One Redis 7 server in ``folder``, no persistence: a channel layer keeps nothing."""
@@ -221,6 +228,13 @@ class RedisServer:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (PostgreSQL: the postmaster, its backends are children)."""
+        if self._proc is None:
+            raise ServerError("the server is not started")
+        return self._proc.pid
 
 
 @contextlib.contextmanager
