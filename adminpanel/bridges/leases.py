@@ -23,8 +23,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
+from adminpanel import prepared_sql
 from adminpanel.models import BridgeInstance, Gateway, GatewayLease
 
 
@@ -119,10 +120,16 @@ def holds(me: Holder, gateway_id: int, now: datetime) -> bool:
     On PostgreSQL the row is locked until the transaction ends, so a takeover
     waits for this batch's commit instead of slipping in before it.
     """
-    rows = GatewayLease.objects.select_for_update().filter(
-        gateway_id=gateway_id, holder=me.instance, expires_at__gt=now
-    )
-    return bool(list(rows.values_list("pk", flat=True)[:1]))
+    # Once per batch: plain SQL (prepared on PostgreSQL), not the ORM's compile each time.
+    table = connection.ops.quote_name(GatewayLease._meta.db_table)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with prepared_sql.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE gateway_id = %s AND holder = %s AND expires_at > %s"
+            f"{lock}",
+            [gateway_id, me.instance, connection.ops.adapt_datetimefield_value(now)],
+        )
+        return cursor.fetchone() is not None
 
 
 def holder_of(gateway: Gateway, now: datetime) -> GatewayLease | None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import weakref
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import compress
 from operator import ne
@@ -15,6 +14,7 @@ from typing import Any
 
 from django.db import IntegrityError, connection, models, transaction
 
+from adminpanel import prepared_sql
 from adminpanel.ingest.rows import (
     RUN_WRITE,
     SESSION_FLAG_SUMMARY,
@@ -98,23 +98,6 @@ def _json_reader(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-@contextlib.contextmanager
-def _bound_cursor() -> Iterator[Any]:
-    """A server-binding cursor on Django's connection (so in its transaction).
-
-    Django's psycopg cursors bind on the client; COPY and multi-statement
-    set-up need psycopg's own cursor. Its errors come out as Django's, as from
-    any other cursor: a server that went away is an ``OperationalError`` (the
-    bridge holds its batch and retries) and a duplicate an ``IntegrityError``,
-    not a psycopg error nothing up the stack expects.
-    """
-    import psycopg
-
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
-
-
 def sql_in(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
     """``column IN (%s, ...)``; an always-false condition for no values."""
     params = list(values)
@@ -181,7 +164,7 @@ class Table:
     def select(self, where: str, params: Sequence[Any]) -> list[list[Any]]:
         """Rows as lists in ``names`` order, times as epoch seconds."""
         sql = f"SELECT {', '.join(self.selected)} FROM {self.table} WHERE {where}"
-        with _bound_cursor() if self.copies else connection.cursor() as cursor:
+        with prepared_sql.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         readers = self.readers
@@ -209,7 +192,7 @@ class Table:
         sql = f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks})"
         if skip_existing:  # same syntax on SQLite >= 3.24 and PostgreSQL
             sql += " ON CONFLICT DO NOTHING"
-        with connection.cursor() as cursor:
+        with prepared_sql.cursor() as cursor:
             cursor.executemany(sql, params)
 
     def _insert_copied(self, rows: Sequence[Sequence[Any]], skip_existing: bool) -> None:
@@ -218,12 +201,12 @@ class Table:
             # Rows already stored are rare (a rewound cursor): copy straight in, and
             # only when that meets one go the long way round through the stage.
             try:
-                with transaction.atomic(), _bound_cursor() as cursor:
+                with transaction.atomic(), prepared_sql.bound_cursor() as cursor:
                     self._copy(cursor, self.table, columns, rows)
                 return
             except IntegrityError:
                 pass
-            with _bound_cursor() as cursor:
+            with prepared_sql.bound_cursor() as cursor:
                 self._stage(cursor, columns, rows)
                 # A staging table is read in the order it was written: ids follow the batch.
                 cursor.execute(
@@ -231,7 +214,7 @@ class Table:
                     f"ON CONFLICT DO NOTHING; TRUNCATE {self.stage}"
                 )
             return
-        with _bound_cursor() as cursor:
+        with prepared_sql.bound_cursor() as cursor:
             self._copy(cursor, self.table, columns, rows)
 
     @staticmethod
@@ -277,14 +260,14 @@ class Table:
         if self.copies and len(params) >= _COPY_FROM:
             self._update_copied(only, params)
             return
-        with connection.cursor() as cursor:
+        with prepared_sql.cursor() as cursor:
             cursor.executemany(sql, params)
 
     def _update_copied(self, only: tuple[int, ...], rows: list[list[Any]]) -> None:
         """``rows``: the values at ``only``, then the primary key."""
         columns = [self.columns[i] for i in only]
         sets = ", ".join(f"{c} = s.{c}" for c in columns)
-        with _bound_cursor() as cursor:
+        with prepared_sql.bound_cursor() as cursor:
             self._stage(cursor, ", ".join([*columns, self.pk]), rows)
             cursor.execute(
                 f"UPDATE {self.table} AS t SET {sets} FROM {self.stage} AS s "

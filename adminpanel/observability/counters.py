@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from django.db import connection
 
+from adminpanel import prepared_sql
 from adminpanel.models import MetricCounter
 from gateway_bridge.events import DispatchSkipped, FollowupDrainFailed, RegistryEvent
 
@@ -48,7 +49,7 @@ def _upsert(rows: Sequence[tuple[str, dict[str, str], int]], gauges: frozenset[s
         f"ON CONFLICT (name, labels) DO UPDATE SET value = {assign}"
     )
     params = [p for name, labels, value in rows for p in (name, label_key(labels), value)]
-    with connection.cursor() as cursor:
+    with prepared_sql.cursor() as cursor:  # a batch's few shapes: prepared on PostgreSQL
         cursor.execute(sql, [*params, *assign_params])
 
 

@@ -120,3 +120,17 @@ def test_the_channel_hub_setting_picks_the_hub_layer_and_must_be_an_absolute_pat
     result = manage_py_says(tmp_path, {"RUNBOARD_CHANNEL_HUB": "hub.sock"}, ask)
     assert result.returncode != 0
     assert "RUNBOARD_CHANNEL_HUB='hub.sock': expected the absolute path" in result.stderr
+
+
+def test_prepared_statements_are_on_for_postgresql_and_can_be_turned_off(tmp_path: Path) -> None:
+    ask = (
+        "from django.conf import settings\n"
+        "print(settings.DATABASES['default']['OPTIONS']['prepare_threshold'])\n"
+    )
+    url = {"RUNBOARD_DATABASE_URL": "postgres://u:p@127.0.0.1:5432/runboard"}
+    assert manage_py_says(tmp_path, url, ask).stdout.split() == ["5"]
+    off = {**url, "RUNBOARD_DB_PREPARED_STATEMENTS": "off"}
+    assert manage_py_says(tmp_path, off, ask).stdout.split() == ["None"]
+    bad = manage_py_says(tmp_path, {**url, "RUNBOARD_DB_PREPARED_STATEMENTS": "sometimes"}, ask)
+    assert bad.returncode != 0
+    assert "RUNBOARD_DB_PREPARED_STATEMENTS='sometimes'" in bad.stderr
