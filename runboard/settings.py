@@ -151,8 +151,9 @@ DB_POOL_TIMEOUT_S = env_float("RUNBOARD_DB_POOL_TIMEOUT_S", 10.0, minimum=0.1)
 # Giving up after 5 s lets the next request start afresh, at once.
 DB_RECONNECT_TIMEOUT_S = 5.0
 # The ingest writer's statements (server-side binding) are prepared on the server after
-# five uses, so PostgreSQL parses and plans each once per connection: a third less of
-# its CPU under the fanout bench's 500 events/s (docs/notes/fanout.md). Django's own
+# five uses, so PostgreSQL parses and plans each once per connection: about a quarter
+# less of its CPU under the fanout bench's 500 events/s (0.25 → 0.18 of a core,
+# docs/notes/fanout.md). Django's own
 # queries bind on the client and are never prepared. Off for a pooler that cannot
 # carry prepared statements (PgBouncer in transaction mode before 1.21).
 DB_PREPARED_STATEMENTS = env_bool("RUNBOARD_DB_PREPARED_STATEMENTS", True)
