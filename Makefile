@@ -15,7 +15,7 @@ BASE_PYTHON := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/pyth
 # Tests that need neither Chromium nor OpenClaw: the edit-and-test loop.
 FAST := -m "not browser and not openclaw and not postgres_only"
 # The folders that also run on PostgreSQL and Redis (stack/with_backends.py).
-BACKEND_TESTS := tests/ingest tests/live tests/actions tests/api tests/audit tests/retention tests/bridges/test_leases.py
+BACKEND_TESTS := tests/ingest tests/live tests/actions tests/api tests/audit tests/retention tests/bridges/test_leases.py tests/observability
 
 help:
 	@echo "make demo       set up and start Runboard with a simulated gateway on http://127.0.0.1:8000"
@@ -80,7 +80,8 @@ test: venv system-deps openclaw-deps
 test-fast: venv
 	$(PY) -m pytest $(FAST)
 
-# The store, ingest, live, actions, API and audit tests again, on a fresh
+# The store, ingest, live, actions, API, audit, retention, lease and
+# observability tests again, on a fresh
 # PostgreSQL 15 and Redis 7 started on loopback in a temporary folder.
 test-backends: venv system-deps
 	$(PY) -m stack.with_backends -- $(PY) -m pytest -m "not embedded_only and not browser and not openclaw" $(BACKEND_TESTS)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db import connection
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 
 @contextlib.contextmanager
@@ -31,12 +32,15 @@ def bound_cursor() -> Iterator[Any]:
     from psycopg.types.numeric import Int8Dumper
 
     connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
         # psycopg types each int by its size (int2, int4 …), and a prepared statement is
         # one query with one set of types: a count or a lag that grows past 32767 would
         # be a new statement. Every int as int8 keeps one statement per query.
-        cursor.adapters.register_dumper(int, Int8Dumper)
-        yield cursor
+        raw.adapters.register_dumper(int, Int8Dumper)
+        # Django's wrapper, as on its own cursors: its execute wrappers and query log
+        # (DEBUG, CaptureQueriesContext) see these statements too.
+        wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
+        yield wrapper(raw, connection)
 
 
 def cursor() -> contextlib.AbstractContextManager[Any]:

@@ -3,8 +3,9 @@
 The servers start on free loopback ports in a temporary folder; the command
 gets ``RUNBOARD_DATABASE_URL`` and ``RUNBOARD_REDIS_URL`` pointing at them,
 and both servers stop (and the folder goes) when it ends. `make test` runs the
-store, ingest, live, actions, API and audit tests this way, so they run on
-the production backends as well as on the embedded defaults.
+store, ingest, live, actions, API, audit, retention, lease and observability
+tests this way, so they run on the production backends as well as on the
+embedded defaults.
 """
 
 from __future__ import annotations

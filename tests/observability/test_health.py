@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -10,6 +13,7 @@ from django.db import connections
 from django.test import AsyncClient, Client
 
 from adminpanel.models import Gateway
+from adminpanel.observability import health
 from tests.observability.support import bridge, gateway, held, lease
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -131,25 +135,46 @@ async def test_readyz_is_not_ready_when_the_channel_layer_is_unreachable(
     assert checks(response)["database"]["ok"]
 
 
-def test_readyz_is_not_ready_when_the_database_is_unreachable() -> None:
+@contextmanager
+def unreachable_database() -> Iterator[str]:
+    """Point the default database at nothing; yield the why readyz should give."""
     db = connections["default"]
-    real = db.settings_dict["NAME"]
+    saved = dict(db.settings_dict)
     db.close()
-    db.settings_dict["NAME"] = "/nonexistent-dir/runboard-readyz.sqlite3"
+    if db.vendor == "postgresql":
+        db.close_pool()  # the pool keeps its connect arguments: a new one reads the new port
+        db.settings_dict.update(HOST="127.0.0.1", PORT=str(closed_port()))
+        # psycopg's pool retries a refused connect until RUNBOARD_DB_POOL_TIMEOUT_S:
+        # the probe gives up first.
+        why = f"no answer within {health.CHECK_TIMEOUT_S:g} s"
+    else:
+        db.settings_dict["NAME"] = "/nonexistent-dir/runboard-readyz.sqlite3"
+        why = "unreachable (OperationalError)"
     try:
-        response = Client().get("/readyz")  # the async view's database work runs on this thread
+        yield why
     finally:
         db.close()
-        db.settings_dict["NAME"] = real
+        if db.vendor == "postgresql":
+            db.close_pool()
+        db.settings_dict.clear()
+        db.settings_dict.update(saved)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_readyz_is_not_ready_when_the_database_is_unreachable() -> None:
+    with unreachable_database() as why:
+        response = Client().get("/readyz")
 
     assert response.status_code == 503
     found = checks(response)
-    assert found["database"] == {
-        "check": "database",
-        "ok": False,
-        "why": "unreachable (OperationalError)",
-    }
+    assert found["database"] == {"check": "database", "ok": False, "why": why}
     assert "nonexistent-dir" not in response.content.decode()
+    assert "127.0.0.1" not in response.content.decode()
     assert not any(name.startswith("gateway:") for name in found)
 
 
