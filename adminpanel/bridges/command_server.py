@@ -1,20 +1,19 @@
 """The bridge side of gateway commands: listen for them, carry each out, answer.
 
-The listener joins the gateway's group on the channel layer (see
-``command_client``). It refuses a command whose signature does not hold
-(``bridge_command_refused``), logs each one it accepts where it runs
-(``bridge_command_received``, with the audit intent and request id the web
-side put in its params, so the log line and the audit chain's intent name
-each other), does not start one whose deadline has passed and cancels one
-that runs past it. ``local_caller`` answers the same commands without the
-channel layer, for callers in the bridge's own process (nothing crosses a
-process boundary there, so nothing is signed).
+The listener is a member of the gateway's group on the channel layer (see
+``command_client``; ``GroupMember`` keeps it there). It refuses a command
+whose signature does not hold (``bridge_command_refused``), logs each one it
+accepts where it runs (``bridge_command_received``, with the audit intent and
+request id the web side put in its params, so the log line and the audit
+chain's intent name each other), does not start one whose deadline has
+passed and cancels one that runs past it. ``local_caller`` answers the same
+commands without the channel layer, for callers in the bridge's own process
+(nothing crosses a process boundary there, so nothing is signed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import time
 from collections.abc import Callable
@@ -32,14 +31,12 @@ from adminpanel.bridges.command_client import (
     group_for,
     signature,
 )
+from adminpanel.live.group_member import GroupMember
 from gateway_bridge.connection import Bridge
 from gateway_bridge.errors import GatewayError, GatewayTimeout, GatewayUnavailable
 
 log = structlog.get_logger(__name__)
 
-# Channel layers forget group members after a day, and a restarted Redis at once: the
-# listener joins again this often (a join is one cheap write).
-REJOIN_EVERY_S = 30.0
 # Of a command's time, what the answer's way back is given.
 REPLY_SHARE = 0.1
 REPLY_MAX_S = 0.1
@@ -153,8 +150,6 @@ async def serve(bridge: Bridge, stop: asyncio.Event) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    channel = await layer.new_channel("runboard-bridge-inbox.")
-    group = group_for(bridge.gateway)
     running: set[asyncio.Task[None]] = set()
     seen = SeenCommands()
 
@@ -189,39 +184,25 @@ async def serve(bridge: Bridge, stop: asyncio.Event) -> None:
             answer_to = {"type": "bridge.answer", "request": message.get("request"), **reply}
             await layer.send(reply_to, answer_to)
 
-    async def rejoin() -> None:
-        while True:
-            await asyncio.sleep(REJOIN_EVERY_S)
-            with contextlib.suppress(Exception):  # receive() below rejoins when it must
-                await layer.group_add(group, channel)
+    async def dispatch(message: dict[str, Any]) -> None:
+        if message.get("type") != MESSAGE_TYPE:
+            return
+        task = asyncio.create_task(handle(message), name=f"command:{bridge.gateway}")
+        running.add(task)
+        task.add_done_callback(running.discard)
 
-    async def receive() -> None:
-        # One receive at a time, never cancelled but at the end: channels-redis drops a
-        # channel's buffered messages when a receive() on it is cancelled.
-        while True:
-            try:
-                message = await layer.receive(channel)
-            except Exception as exc:  # the layer (Redis) is away: wait, then join again
-                log.warning("bridge_commands_unreachable", gateway=bridge.gateway, error=repr(exc))
-                await asyncio.sleep(1.0)
-                with contextlib.suppress(Exception):  # a restarted Redis forgot the group
-                    await layer.group_add(group, channel)
-                continue
-            if message.get("type") != MESSAGE_TYPE:
-                continue
-            task = asyncio.create_task(handle(message), name=f"command:{bridge.gateway}")
-            running.add(task)
-            task.add_done_callback(running.discard)
-
-    try:
-        await layer.group_add(group, channel)
-    except Exception as exc:  # Redis away at start: receive() and rejoin() try again
-        log.warning("bridge_commands_unreachable", gateway=bridge.gateway, error=repr(exc))
-    listeners = [asyncio.create_task(rejoin()), asyncio.create_task(receive())]
+    member = GroupMember(
+        layer,
+        group_for(bridge.gateway),
+        dispatch,
+        unreachable="bridge_commands_unreachable",
+        prefix="runboard-bridge-inbox.",
+        gateway=bridge.gateway,
+    )
+    await member.start()
     try:
         await stop.wait()
     finally:
-        for task in [*listeners, *running]:
+        for task in list(running):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await layer.group_discard(group, channel)
+        await member.stop()

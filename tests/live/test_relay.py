@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adminpanel.live import relay as relay_module
+from adminpanel.live import group_member
 from adminpanel.live.broadcast import GROUP, MESSAGE_TYPE
 from adminpanel.live.layers import group_has_members
 from adminpanel.live.memory_layer import InProcessChannelLayer
@@ -148,7 +148,7 @@ async def test_over_redis_the_relay_receives_while_the_consumers_wait_on_their_o
 async def test_after_redis_restarted_the_relay_joins_again_and_pushes_reach_viewers(
     layer: Any, redis_server: RedisOnSocket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(relay_module, "RETRY_AFTER_S", 0.1)
+    monkeypatch.setattr(group_member, "RETRY_AFTER_S", 0.1)
     relay = Relay(layer)
     viewer = Viewer()
     await relay.join(viewer)
