@@ -80,7 +80,7 @@ async def test_a_member_whose_layer_failed_joins_again_and_receives(
     await member.start()
     try:
         async with asyncio.timeout(5):
-            while failures or not await group_has_members(layer, GROUP):
+            while failures or not await group_has_members(layer, GROUP):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         await layer.group_send(GROUP, note("after"))
 
