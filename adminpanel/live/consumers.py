@@ -70,10 +70,10 @@ class SessionsConsumer(AsyncWebsocketConsumer):
             return
         session = self.scope.get("session")
         self.session_key: str | None = getattr(session, "session_key", None)
-        await self.accept()
-        # After the accept: a push the relay writes to a socket not yet accepted is refused.
+        # The relay is in the group before the socket opens, so the browser (which
+        # resyncs when it opens) misses no push; it writes none before the accept.
         self.relay: Relay = relay_for(self.channel_layer)
-        await self.relay.join(self)
+        await self.relay.join(self, accept=self.accept)
         self.watch = asyncio.create_task(self.watch_session(user))
         await viewers.joined(self.channel_name)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -36,6 +37,9 @@ class Viewer(Protocol):
     async def push(self, html: str) -> None: ...
 
 
+Accept = Callable[[], Awaitable[None]]
+
+
 class Relay:
     """Receives the group's pushes once and writes each to every local viewer."""
 
@@ -50,24 +54,40 @@ class Relay:
     def running(self) -> bool:
         return self.member is not None
 
-    async def join(self, viewer: Viewer) -> None:
-        """Write the group's next pushes to ``viewer``; the first viewer starts the relay."""
+    async def join(self, viewer: Viewer, accept: Accept | None = None) -> None:
+        """Write the group's next pushes to ``viewer``; the first viewer starts the relay.
+
+        ``accept`` (the socket's accept) is awaited once the relay is in the group
+        and before the viewer is added: every push sent after the socket opened
+        reaches it, and none is written to a socket not yet accepted.
+        """
         async with self._lock:
-            self.viewers.add(viewer)
             if self.member is None:
                 member = GroupMember(
                     self.layer, self.group, self._received, unreachable="live_relay_unreachable"
                 )
                 await member.start()
                 self.member = member
+            if accept is not None:
+                try:
+                    await accept()
+                except BaseException:
+                    if not self.viewers:
+                        await self._stop()
+                    raise
+            self.viewers.add(viewer)
 
     async def leave(self, viewer: Viewer) -> None:
         """Stop writing to ``viewer``; after the last one the relay leaves the group."""
         async with self._lock:
             self.viewers.discard(viewer)
-            if not self.viewers and self.member is not None:
-                member, self.member = self.member, None
-                await member.stop()
+            if not self.viewers:
+                await self._stop()
+
+    async def _stop(self) -> None:
+        if self.member is not None:
+            member, self.member = self.member, None
+            await member.stop()
 
     async def _received(self, message: dict[str, Any]) -> None:
         if message.get("type") == MESSAGE_TYPE:

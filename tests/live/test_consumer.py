@@ -107,7 +107,7 @@ async def test_a_viewer_that_left_is_no_longer_in_the_group(
     viewer: WebsocketCommunicator,
 ) -> None:
     layer = get_channel_layer()
-    assert await group_has_members(layer, GROUP)
+    assert await group_has_members(layer, GROUP)  # joined before the socket was accepted
     await viewer.disconnect()
 
     assert not await group_has_members(layer, GROUP)

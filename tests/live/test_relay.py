@@ -75,6 +75,39 @@ async def test_after_the_last_viewer_left_the_group_is_empty_and_the_relay_stopp
     await relay.leave(first)
 
 
+async def test_the_socket_is_accepted_once_the_relay_is_in_the_group() -> None:
+    """A browser resyncs when its socket opens: every push after that must reach it."""
+    layer = InProcessChannelLayer()
+    relay = Relay(layer)
+    viewer = Viewer()
+    in_group_at_accept: list[bool] = []
+
+    async def accept() -> None:
+        in_group_at_accept.append(await group_has_members(layer, GROUP))
+        assert viewer not in relay.viewers  # nothing is written before the accept
+
+    await relay.join(viewer, accept=accept)
+
+    assert in_group_at_accept == [True]
+    assert viewer in relay.viewers
+    await relay.leave(viewer)
+
+
+async def test_a_failed_accept_leaves_no_relay_in_the_group() -> None:
+    layer = InProcessChannelLayer()
+    relay = Relay(layer)
+
+    async def accept() -> None:
+        raise ConnectionResetError("the browser went away")
+
+    with pytest.raises(ConnectionResetError):
+        await relay.join(Viewer(), accept=accept)
+
+    assert relay.viewers == set()
+    assert not relay.running
+    assert not await group_has_members(layer, GROUP)
+
+
 async def test_a_viewer_whose_socket_fails_does_not_keep_the_push_from_the_others() -> None:
     layer = InProcessChannelLayer()
     relay = Relay(layer)
