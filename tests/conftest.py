@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +19,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _fast_password_hashing(settings: Any) -> None:
     """Django's real hasher takes about a second per password: too slow for every test."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's test database, and on PostgreSQL no session left on it at the end.
+
+    An async test's ``sync_to_async`` thread keeps its own connection, which
+    Django's teardown cannot close from the main thread; PostgreSQL then refuses
+    to drop the test database while that session is open.
+    """
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture
